@@ -1,0 +1,1 @@
+"""Baselines that SAM variants are compared against (nnU-Net v2)."""

@@ -1,0 +1,1 @@
+"""Data: readers, preprocessing, patient-level splits, the phantom and the manifest."""

