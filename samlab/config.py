@@ -36,8 +36,8 @@ class CurationParams(_Params):
     data_source: Literal["phantom", "nnunet_raw"] = "phantom"
     raw_dir: str | None = Field(None, description="an nnU-Net raw / MSD dataset folder when data_source=nnunet_raw")
     phantom_cases: int = Field(8, ge=3, le=500)
-    phantom_shape: list[int] = Field(default_factory=lambda: [20, 128, 128], min_length=3, max_length=3)
-    phantom_spacing: list[float] = Field(default_factory=lambda: [3.0, 1.2, 1.2], min_length=3, max_length=3)
+    phantom_shape: list[int] = Field(default_factory=lambda: [16, 96, 96], min_length=3, max_length=3)
+    phantom_spacing: list[float] = Field(default_factory=lambda: [3.0, 1.6, 1.6], min_length=3, max_length=3)
     split_scheme: Literal["pelvic", "finetune_sam"] = "pelvic"
     min_object_px: int = Field(100, ge=0)
 
@@ -81,10 +81,45 @@ class ZeroShotParams(_Params):
         return value
 
 
-#: Notebook file stem -> its parameter schema. Later notebooks register here.
+class NnUNetParams(_Params):
+    """Notebook 03: the nnU-Net v2 baseline; a named profile of samlab.baselines.nnunet plus overrides."""
+
+    profile: Literal["quick", "paper"] = "quick"
+    configuration: Literal["2d", "3d_fullres", "3d_lowres"] | None = None
+    num_epochs: int | None = Field(None, ge=1)
+    num_iterations_per_epoch: int | None = Field(None, ge=1)
+    dataset_id: int = Field(501, ge=1, le=999)
+    device: Device = "auto"
+
+
+class FinetuneParams(_Params):
+    """Notebook 04: the fine-tuning grid (fields owned by samlab.train / samlab.peft)."""
+
+    device: Device = "auto"
+
+
+class FewShotParams(_Params):
+    """Notebook 05: k-shot fine-tuning."""
+
+    device: Device = "auto"
+
+
+class InteractiveParams(_Params):
+    """Notebook 06: interactive box/point prompting."""
+
+    device: Device = "auto"
+
+
+class StatisticsParams(_Params):
+    """Notebook 07: paired statistics and every figure/table from tidy results."""
+
+
+#: Notebook file stem -> its parameter schema (a notebook is registered once it exists;
+#: tests/test_config.py checks each registered notebook's parameters cell against its schema).
 NOTEBOOK_SCHEMAS: dict[str, type[_Params]] = {
     "01_data_curation": CurationParams,
     "02_zero_shot_probing": ZeroShotParams,
+    "03_nnunet_baseline": NnUNetParams,
 }
 
 

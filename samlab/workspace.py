@@ -128,6 +128,13 @@ class RunDir:
             cases.append(volume)
         return cases
 
+    def nnunet_predictions(self, case_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """nnU-Net's predicted label volumes for these cases (notebook 03), or ``{}`` if it has not run."""
+        pointer = self.root / "nnunet" / "baseline.json"
+        if not pointer.is_file():
+            return {}
+        return read_prediction_volumes(json.loads(pointer.read_text())["predictions_dir"], case_ids)
+
     def structures(self) -> dict[str, tuple[int, ...]]:
         return {k: tuple(v) for k, v in self.dataset_info()["structures"].items()}
 

@@ -119,8 +119,8 @@ def _smooth_field(rng: np.random.Generator, shape: tuple[int, int, int], strengt
 
 def make_phantom_case(
     seed: int,
-    shape: tuple[int, int, int] = (20, 128, 128),
-    spacing: tuple[float, float, float] = (3.0, 1.2, 1.2),
+    shape: tuple[int, int, int] = (16, 96, 96),
+    spacing: tuple[float, float, float] = (3.0, 1.6, 1.6),
     noise_sigma: float = 0.04,
     bias_strength: float = 0.12,
     case_id: str | None = None,
@@ -238,8 +238,8 @@ def write_phantom_dataset(
     root: str | os.PathLike,
     n_cases: int = 6,
     seed: int = 0,
-    shape: tuple[int, int, int] = (20, 128, 128),
-    spacing: tuple[float, float, float] = (3.0, 1.2, 1.2),
+    shape: tuple[int, int, int] = (16, 96, 96),
+    spacing: tuple[float, float, float] = (3.0, 1.6, 1.6),
     dataset_name: str = "PelvisPhantom",
 ) -> Path:
     """Write ``n_cases`` phantom volumes in the nnU-Net v2 raw layout under ``root``.

@@ -187,6 +187,10 @@ def load_model(
     else:
         path = Path(checkpoint).expanduser()
         state = load_state_dict_safely(path)
+        if name == "vit_t":  # MobileSAM checkpoints carry TinyViT's unused ImageNet classifier head
+            from .vit_t import strip_mobile_sam_classifier_head
+
+            state = strip_mobile_sam_classifier_head(state)
         _load_into(module, state, path)
         weights, sha = f"pretrained:{path}", file_sha256(path)
     module.eval().to(device)
