@@ -64,3 +64,8 @@ def test_notebook_parameter_cell_matches_its_schema(notebook):
     for name, info in declared.items():
         value = eval(info["default"])  # the cell holds Python literals only
         assert value == getattr(defaults, name), f"{path}: default of {name} differs from the schema"
+
+
+def test_every_notebook_has_a_schema():
+    stems = {p.stem for p in (REPO_ROOT / "notebooks").glob("*.ipynb")}
+    assert stems == set(NOTEBOOK_SCHEMAS), f"notebooks without schema / schemas without notebook: {stems ^ set(NOTEBOOK_SCHEMAS)}"
