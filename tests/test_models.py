@@ -128,3 +128,33 @@ def test_bad_slices_are_refused(litemedsam):
         predictor.embed(np.full((32, 32), np.nan, np.float32))
     with pytest.raises(ValueError, match="2D slice"):
         predictor.embed(np.zeros((2, 32, 32, 3), np.float32))
+
+
+@pytest.mark.parametrize("name", ["sam_vit_b", "medsam_vit_b"])
+def test_sam_family_geometry_maps_boxes_and_logits_to_the_original_frame(name):
+    """SAM (longest side + pad, mean/std) and MedSAM (square resize, [0,1]) at 1024, random init.
+
+    The encoder is skipped (weights cannot matter for geometry); the decoder's output must come
+    back at the original size and a box prompt must be scaled into the 1024 frame.
+    """
+    from samlab.models.predictor import Embedding, prepare_image
+
+    torch.manual_seed(0)
+    model = load_model(name, allow_random_init=True)
+    spec = model.spec
+    image = np.random.default_rng(0).random((300, 200)).astype(np.float32) * 900
+    tensor, geometry = prepare_image(spec, image)
+    assert tensor.shape == (1, 3, 1024, 1024)
+    if spec.resize == "square":
+        assert geometry.resized_size == (1024, 1024) and 0.0 <= float(tensor.min()) and float(tensor.max()) <= 1.0
+    else:
+        assert geometry.resized_size == (1024, 683)
+        assert float(tensor[..., 683:].abs().max()) == 0.0, "padding goes right/bottom"
+        assert float(tensor[..., :683].mean()) < 1.0, "SAM input is mean/std normalised"
+    predictor = Predictor(model)
+    embedding = Embedding(torch.zeros(1, 256, 64, 64), geometry)
+    decoded = predictor.decode(embedding, boxes=[[10, 20, 110, 220]], multimask=True)
+    assert decoded.logits.shape == (1, 3, 300, 200) and decoded.iou.shape == (1, 3)
+    scaled = predictor._to_input_frame(np.array([[10, 20, 110, 220]], np.float32), geometry)[0]
+    sx, sy = geometry.scale_xy()
+    assert np.allclose(scaled, [10 * sx, 20 * sy, 110 * sx, 220 * sy])

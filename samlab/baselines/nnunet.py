@@ -40,7 +40,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +49,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
+from samlab.io import atomic_path, write_text_atomic
 from samlab.results import make_rows, to_frame, write_results
 
 __all__ = [
@@ -316,31 +316,12 @@ class NnUNetRun:
 # ---------------------------------------------------------------------------------------------
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp_", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _atomic_copy(src: Path, dst: Path) -> None:
     """Copy ``src`` to ``dst`` unless an identical-size copy is already there (cheap re-export)."""
     if dst.is_file() and dst.stat().st_size == src.stat().st_size:
         return
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=".tmp_", suffix="".join(dst.suffixes))
-    os.close(fd)
-    try:
+    with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _camel_name(text: str) -> str:
@@ -358,7 +339,7 @@ def read_splits(path: str | os.PathLike) -> dict[str, list[str]]:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"splits file {path} is not valid JSON: {exc}") from exc
-    return _validate_splits(data, source=str(path))
+    return _validate_splits(data, source=str(path))  # tolerant of extra keys, unlike read_splits_json
 
 
 def _validate_splits(splits: Mapping[str, Any], source: str = "splits") -> dict[str, list[str]]:
@@ -507,15 +488,15 @@ def export_dataset(
         "file_ending": ending,
         "samlab_structures": {k: list(v) for k, v in structures_from_dataset_json(src_json).items()},
     }
-    _atomic_write_text(run.raw_dir / "dataset.json", json.dumps(dataset_json, indent=2) + "\n")
-    _atomic_write_text(run.raw_dir / _EXPORT_MANIFEST, json.dumps(export_info, indent=2) + "\n")
+    write_text_atomic(run.raw_dir / "dataset.json", json.dumps(dataset_json, indent=2) + "\n")
+    write_text_atomic(run.raw_dir / _EXPORT_MANIFEST, json.dumps(export_info, indent=2) + "\n")
     # nnU-Net finds trainers by class name; this folder (nnUNet_extTrainer) lets it find ours for inference.
-    _atomic_write_text(
+    write_text_atomic(
         run.trainers_dir / "samlab_nnunet_trainers.py",
         '"""Makes samlab\'s nnU-Net trainer findable through nnUNet_extTrainer."""\n'
         f"from samlab.baselines._nnunet_worker import {TRAINER_NAME}  # noqa: F401\n",
     )
-    _atomic_write_text(
+    write_text_atomic(
         manifest_path, json.dumps({"dataset_id": dataset_id, "dataset_name": name}, indent=2) + "\n"
     )
     return run
@@ -536,7 +517,7 @@ def _run_worker(run: NnUNetRun, profile: NnUNetProfile, step: str, cfg: dict[str
     run.logs_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = run.logs_dir / f"{step}.json"
     result_path = run.logs_dir / f"{step}.result.json"
-    _atomic_write_text(cfg_path, json.dumps(cfg, indent=2) + "\n")
+    write_text_atomic(cfg_path, json.dumps(cfg, indent=2) + "\n")
     result_path.unlink(missing_ok=True)
     stdout_path, stderr_path = run.logs_dir / f"{step}.stdout.log", run.logs_dir / f"{step}.stderr.log"
     header = f"\n===== samlab {step} {time.strftime('%Y-%m-%d %H:%M:%S')} =====\n"
@@ -558,7 +539,7 @@ def _run_worker(run: NnUNetRun, profile: NnUNetProfile, step: str, cfg: dict[str
         )
         # The worker's process-group id, so a user (or a test) can stop a runaway step by id.
         pid_path = run.logs_dir / f"{step}.pid"
-        _atomic_write_text(pid_path, f"{proc.pid}\n")
+        write_text_atomic(pid_path, f"{proc.pid}\n")
         bar = tqdm(total=total_epochs, desc=f"nnU-Net {step}", unit="epoch") if total_epochs else None
         try:
             while proc.poll() is None:
@@ -609,7 +590,7 @@ def _record_timing(run: NnUNetRun, key: str, seconds: float) -> None:
     path = run.logs_dir / "timings.json"
     data = json.loads(path.read_text()) if path.is_file() else {}
     data[key] = round(float(data.get(key, 0.0)) + float(seconds), 2)
-    _atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def plan_and_preprocess(run: NnUNetRun, profile: NnUNetProfile | str = "quick", force: bool = False) -> dict:
@@ -668,7 +649,7 @@ def _write_splits_final(run: NnUNetRun, profile: NnUNetProfile) -> Path:
             for f in generate_crossval_split(keys, seed=12345, n_splits=5)
         ]
     path = run.preprocessed_dir / "splits_final.json"
-    _atomic_write_text(path, json.dumps(folds, indent=2) + "\n")
+    write_text_atomic(path, json.dumps(folds, indent=2) + "\n")
     return path
 
 
@@ -772,7 +753,7 @@ def predict(run: NnUNetRun, profile: NnUNetProfile | str = "quick", force: bool 
     t0 = time.perf_counter()
     _run_worker(run, profile, "predict", cfg)
     _record_timing(run, "predict_s", time.perf_counter() - t0)
-    _atomic_write_text(tmp_dir / "samlab_predict.json", json.dumps(stamp, indent=2) + "\n")
+    write_text_atomic(tmp_dir / "samlab_predict.json", json.dumps(stamp, indent=2) + "\n")
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(tmp_dir, out_dir)
@@ -918,7 +899,7 @@ def write_boxes(boxes: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write a boxes table as CSV atomically (validated first)."""
     boxes = _validate_boxes(boxes, source="boxes")
     path = Path(path)
-    _atomic_write_text(path, boxes.to_csv(index=False))
+    write_text_atomic(path, boxes.to_csv(index=False))
     return path
 
 

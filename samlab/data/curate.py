@@ -18,9 +18,7 @@ finetune-SAM CSV format) and reports patient-level leakage between the lists.
 """
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from samlab.data.download import file_digest
+from samlab.io import atomic_path, write_json_atomic
 from samlab.data.manifest import build_manifest, count_column, slice2d_row, volume_rows, write_manifest
 from samlab.data.preprocess import remove_small_objects, remove_small_objects_per_slice
 from samlab.data.readers import (
@@ -311,18 +310,12 @@ def convert_paired_to_nnunet_raw(
     (dst_dir / "labelsTr").mkdir(parents=True, exist_ok=True)
 
     def rewrite(src: Path, dst: Path) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".nii.gz", dir=dst.parent)
-        os.close(fd)
         try:
-            try:
-                img = sitk.ReadImage(str(src))
-            except RuntimeError as err:
-                raise DataValidationError(src, f"cannot be read as an image: {str(err).strip().splitlines()[-1]}") from err
-            sitk.WriteImage(img, tmp, useCompression=True)
-            os.replace(tmp, dst)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            img = sitk.ReadImage(str(src))
+        except RuntimeError as err:
+            raise DataValidationError(src, f"cannot be read as an image: {str(err).strip().splitlines()[-1]}") from err
+        with atomic_path(dst) as tmp:
+            sitk.WriteImage(img, str(tmp), useCompression=True)
 
     uids = sorted(images)
     for uid in _progress(uids, len(uids), "converting", progress):
@@ -331,7 +324,5 @@ def convert_paired_to_nnunet_raw(
         rewrite(labels[uid], dst_dir / "labelsTr" / f"{cid}.nii.gz")
     meta = {"name": dataset_name, "channel_names": {"0": "T2"}, "labels": dict(label_map),
             "numTraining": len(uids), "file_ending": ".nii.gz", "source": str(src_dir)}
-    tmp = dst_dir / ".dataset.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp, dst_dir / "dataset.json")
+    write_json_atomic(dst_dir / "dataset.json", meta)
     return dst_dir

@@ -27,13 +27,13 @@ layout so that real data and the phantom travel the same path.
 """
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ..io import atomic_path, write_json_atomic
 
 #: nnU-Net label map (values are the integers stored in ``labelsTr``).
 LABELS: dict[str, int] = {
@@ -107,6 +107,19 @@ def _ellipsoid(zz, yy, xx, centre, radii) -> np.ndarray:
     return ((zz - cz) / rz) ** 2 + ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
 
 
+def _largest_component_per_slice(mask: np.ndarray) -> np.ndarray:
+    """Drop the 1-2 pixel specks that discretising a thin crescent leaves at its tips."""
+    from scipy import ndimage
+
+    out = np.zeros_like(mask)
+    for z in range(mask.shape[0]):
+        labelled, count = ndimage.label(mask[z], structure=np.ones((3, 3)))
+        if count:
+            sizes = ndimage.sum_labels(mask[z], labelled, index=np.arange(1, count + 1))
+            out[z] = labelled == (int(np.argmax(sizes)) + 1)
+    return out
+
+
 def _smooth_field(rng: np.random.Generator, shape: tuple[int, int, int], strength: float) -> np.ndarray:
     """A low-order polynomial multiplicative bias field, like an MR coil profile."""
     z, y, x = (np.linspace(-1, 1, n) for n in shape)
@@ -155,10 +168,11 @@ def make_phantom_case(
         r = np.sqrt(((xx - cx) / 0.9) ** 2 + ((yy - cy) / 1.0) ** 2)
         inner, outer = 0.30 + j(0.01), 0.40 + j(0.01)
         arc = (r >= inner) & (r <= outer) & (side * (xx - cx) < 0.05) & (np.abs(yy - cy) < 0.33)
-        oi_mask |= arc & (zz > 0.05) & (zz < 0.85)
+        oi_mask |= _largest_component_per_slice(arc & (zz > 0.05) & (zz < 0.85))
         # Femoral head: a sphere just lateral to the crescent, present in the mid slices.
-        head = _ellipsoid(zz, yy, xx, (0.45 + j(0.03), cy, cx + side * 0.18), (0.35, 0.17 + j(0.01), 0.15 + j(0.01)))
-        core = _ellipsoid(zz, yy, xx, (0.45, cy, cx + side * 0.18), (0.31, 0.13, 0.11))
+        # (lateral to the crescent's outer edge, so the head never cuts the crescent in two)
+        head = _ellipsoid(zz, yy, xx, (0.45 + j(0.03), cy, cx + side * 0.21), (0.35, 0.16 + j(0.01), 0.125 + j(0.005)))
+        core = _ellipsoid(zz, yy, xx, (0.45, cy, cx + side * 0.21), (0.31, 0.12, 0.09))
         bone_marrow |= head
         bone_cortex |= head & ~core
     image[oi_mask] = _INTENSITY["obturator_internus"]
@@ -224,14 +238,8 @@ def _write_nifti_atomic(array: np.ndarray, spacing: tuple[float, float, float], 
 
     itk = sitk.GetImageFromArray(array)
     itk.SetSpacing(tuple(float(s) for s in reversed(spacing)))  # SimpleITK wants (sx, sy, sz)
-    fd, tmp = tempfile.mkstemp(suffix=".nii.gz", dir=path.parent, prefix=".tmp_")
-    os.close(fd)
-    try:
-        sitk.WriteImage(itk, tmp, useCompression=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        sitk.WriteImage(itk, str(tmp), useCompression=True)
 
 
 def write_phantom_dataset(
@@ -267,7 +275,5 @@ def write_phantom_dataset(
         "samlab_structures": {k: list(v) for k, v in STRUCTURES.items()},
         "samlab_seed": seed,
     }
-    tmp = root / ".dataset.json.tmp"
-    tmp.write_text(json.dumps(dataset, indent=2) + "\n")
-    os.replace(tmp, root / "dataset.json")
+    write_json_atomic(root / "dataset.json", dataset)
     return root

@@ -16,12 +16,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Callable, Hashable, Iterable, Mapping, Sequence, TypeVar
 
 import numpy as np
+
+from samlab.io import write_json_atomic
 
 __all__ = [
     "SPLIT_NAMES",
@@ -277,17 +278,7 @@ def write_splits_json(splits: Mapping[str, Iterable[str]], path: str | os.PathLi
     if unknown:
         raise ValueError(f"unknown split name(s) {sorted(unknown)}; expected {SPLIT_NAMES}")
     payload = {k: [str(x) for x in splits.get(k, [])] for k in SPLIT_NAMES}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return write_json_atomic(path, payload)
 
 
 def read_splits_json(path: str | os.PathLike) -> dict[str, list[str]]:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..io import atomic_path
 
 
 class EmbeddingCache:
@@ -64,15 +65,8 @@ class EmbeddingCache:
         self._remember(key, value)
         path = self._path(key)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp_", suffix=".pt")
-            os.close(fd)
-            try:
+            with atomic_path(path) as tmp:
                 torch.save(value, tmp)
-                os.replace(tmp, path)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
 
     def _remember(self, key: str, value: torch.Tensor) -> None:
         self._memory[key] = value
