@@ -30,6 +30,11 @@ install: $(STAMP)
 
 study: install
 	$(BIN)/samlab run $(PROFILE)
+	$(MAKE) figures
+
+# Every table and figure from the results of $(RUN_DIR), without retraining: figures/<profile>/ (PNG + PDF).
+figures: install
+	$(BIN)/samlab figures $(RUN_DIR)
 
 test: install
 	$(BIN)/python -m pytest tests notebooks --nbval-lax -p no:cacheprovider $(PYTEST_ARGS)

@@ -93,25 +93,154 @@ class NnUNetParams(_Params):
 
 
 class FinetuneParams(_Params):
-    """Notebook 04: the fine-tuning grid (fields owned by samlab.train / samlab.peft)."""
+    """Notebook 04: the fine-tuning grid (models x scopes x methods) trained with one recipe of samlab.train.
 
+    Defaults are the quick CPU run: LiteMedSAM (the CPU stand-in for ViT-T with real weights),
+    decoder-only vanilla / LoRA / Adapter, box prompts, the pelvic study's recipe, a few epochs
+    on a seeded subsample of training slices.
+    """
+
+    models: list[ModelName] = Field(default_factory=lambda: ["litemedsam"], min_length=1)
+    checkpoints: dict[str, str] = Field(default_factory=dict, description="model name -> checkpoint path")
+    allow_random_init: bool = False
+    scopes: list[Literal["decoder", "encoder_decoder"]] = Field(default_factory=lambda: ["decoder"], min_length=1)
+    methods: list[Literal["vanilla", "lora", "adapter"]] = Field(
+        default_factory=lambda: ["vanilla", "lora", "adapter"], min_length=1)
+    mode: Literal["box", "automatic"] = "box"
+    recipe: Literal["litemedsam_refine", "finetune_sam"] = "litemedsam_refine"
+    max_epochs: int | None = Field(3, ge=1, description="overrides the recipe's maximum epochs (None: the recipe's)")
+    recipe_overrides: dict[str, Any] = Field(default_factory=dict, description="other recipe fields to change")
+    max_train_slices: int | None = Field(10, ge=1, description="seeded subsample of training slices (None: all)")
+    max_val_slices: int | None = Field(4, ge=1)
+    max_test_cases: int | None = Field(None, ge=1)
+    min_object_px: int = Field(0, ge=0, description="drop training objects smaller than this (pixels)")
+    use_cache: bool = True
+    cache_flips: bool = False
+    resume: bool = True
+    nsd_tolerance_mm: float = Field(2.0, gt=0)
     device: Device = "auto"
+
+    @field_validator("recipe_overrides")
+    @classmethod
+    def _overrides_fit_the_recipe(cls, value: dict[str, Any], info) -> dict[str, Any]:
+        from samlab.train.recipes import RECIPES
+
+        RECIPES[info.data.get("recipe", "litemedsam_refine")].with_overrides(**value)  # raises, naming the field
+        return value
+
+    def training_recipe(self):
+        """The validated :class:`samlab.train.Recipe` these parameters ask for."""
+        from samlab.train import get_recipe
+
+        overrides = dict(self.recipe_overrides)
+        if self.max_epochs is not None:
+            overrides.setdefault("max_epochs", self.max_epochs)
+        return get_recipe(self.recipe, **overrides)
 
 
 class FewShotParams(_Params):
-    """Notebook 05: k-shot fine-tuning."""
+    """Notebook 05: k-shot fine-tuning, k slices from k distinct volumes, several seeds per k.
 
+    Defaults are the quick CPU run (the phantom has 5 training volumes, so k <= 5);
+    the paper's setting is shots [5, 10, 20], max_epochs 1000, batch_size 2, no early stopping.
+    """
+
+    models: list[ModelName] = Field(default_factory=lambda: ["litemedsam"], min_length=1)
+    checkpoints: dict[str, str] = Field(default_factory=dict, description="model name -> checkpoint path")
+    allow_random_init: bool = False
+    scopes: list[Literal["decoder", "encoder_decoder"]] = Field(default_factory=lambda: ["decoder"], min_length=1)
+    methods: list[Literal["vanilla", "lora", "adapter"]] = Field(default_factory=lambda: ["lora"], min_length=1)
+    shots: list[int] = Field(default_factory=lambda: [1, 5], min_length=1)
+    k_val: int | None = Field(1, ge=1, description="validation slices (None: same as k)")
+    seeds: list[int] = Field(default_factory=lambda: [0, 1], min_length=1)
+    recipe: Literal["finetune_sam", "litemedsam_refine"] = "finetune_sam"
+    max_epochs: int = Field(8, ge=1, description="the paper's few-shot recipe runs up to 1000 epochs")
+    batch_size: int = Field(2, ge=1)
+    warmup_iters: int = Field(
+        0, ge=0, description="linear warm-up steps; the recipe's 200 would never end in a few-step CPU run")
+    max_test_cases: int | None = Field(1, ge=1)
+    use_cache: bool = True
+    nsd_tolerance_mm: float = Field(2.0, gt=0)
     device: Device = "auto"
+
+    @field_validator("shots")
+    @classmethod
+    def _positive_shots(cls, value: list[int]) -> list[int]:
+        if min(value) < 1:
+            raise ValueError(f"shots must be >= 1, got {value}")
+        return value
 
 
 class InteractiveParams(_Params):
-    """Notebook 06: interactive box/point prompting."""
+    """Notebook 06: interactive box/point prompting with realistic prompt noise, and the widget viewer.
 
+    Prompt simulation follows the 18-configuration study (§2.3): a box is the tight box of each
+    connected component with Gaussian noise (sd = ``box_noise_fraction`` of the box side, capped at
+    ``box_noise_cap_px``); a point is drawn among the pixels deeper than the median distance to the
+    edge. ``n_draws`` independent draws (seeds ``seed``, ``seed + 1``, ...) per slice and structure.
+    """
+
+    models: list[ModelName] = Field(default_factory=lambda: ["litemedsam"], min_length=1)
+    checkpoints: dict[str, str] = Field(default_factory=dict, description="model name -> checkpoint path")
+    allow_random_init: bool = False
+    finetuned_checkpoints: dict[str, str] = Field(
+        default_factory=dict,
+        description="'<model>-<scope>-<method>' (e.g. litemedsam-decoder-lora) -> checkpoint of notebook 04",
+    )
+    prompt_kinds: list[Literal["box_noisy", "point_deep"]] = Field(
+        default_factory=lambda: ["box_noisy", "point_deep"], min_length=1
+    )
+    selections: list[Literal["single", "confidence", "oracle"]] = Field(
+        default_factory=lambda: ["single", "confidence", "oracle"], min_length=1
+    )
+    n_draws: int = Field(3, ge=1, le=100)
+    box_noise_fraction: float = Field(0.1, ge=0, le=1)
+    box_noise_cap_px: float = Field(20.0, ge=0)
+    max_components: int = Field(4, ge=1, le=6)
+    split: Literal["train", "val", "test", "all"] = "test"
+    max_cases: int | None = Field(None, ge=1)
+    slices_per_case: int | None = Field(4, ge=1)
+    metrics: list[Literal["dice", "nsd", "hd95"]] = Field(default_factory=lambda: ["dice"], min_length=1)
+    nsd_tolerance_mm: float = Field(2.0, gt=0)
     device: Device = "auto"
+    use_cache: bool = True
+    widgets: Literal["auto", "on", "off"] = "auto"
+    demo_structure: str | None = None
+    demo_slice: int | None = Field(None, ge=0)
 
 
 class StatisticsParams(_Params):
-    """Notebook 07: paired statistics and every figure/table from tidy results."""
+    """Notebook 07: paired statistics and every figure/table from tidy results (samlab.figures).
+
+    ``seed`` seeds the bootstrap. ``source_run_dir`` exists because the runner gives every
+    profile its own run directory: a figures-only profile (params/figures.yaml) runs in
+    runs/figures/ and reads the results of an existing run (e.g. runs/quick) from here.
+    """
+
+    source_run_dir: str | None = Field(
+        None, description="read results from this run directory instead of run_dir (a figures-only profile)"
+    )
+    out_dir: str = Field("figures", description="folder (relative: to the project root) that receives <profile_name>/")
+    profile_name: str | None = Field(
+        None, description="sub-folder of out_dir; None: the source run's run.json profile, else its folder name"
+    )
+    test: Literal["ttest", "wilcoxon"] = Field("ttest", description="test behind stars and 'significant' (both are reported)")
+    correction: Literal["holm", "fdr_bh"] = Field("holm", description="correction over structures behind the stars")
+    alpha: float = Field(0.05, gt=0, lt=1)
+    n_resamples: int = Field(10000, ge=100, description="bootstrap resamples per confidence interval")
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    metrics: list[str] = Field(default_factory=lambda: ["dice", "hd95", "nsd"], min_length=1)
+    unmatched: Literal["skip", "intersect"] = Field(
+        "skip", description="skip: refuse (and report) comparisons whose pairs do not match; intersect: keep matched keys"
+    )
+    parameter_table: bool = Field(True, description="Table 3: build the 18 configurations on the meta device")
+
+    @field_validator("profile_name")
+    @classmethod
+    def _safe_profile_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value):
+            raise ValueError(f"profile_name {value!r} must be letters, digits, '_', '.', '-' (it names a folder)")
+        return value
 
 
 #: Notebook file stem -> its parameter schema (a notebook is registered once it exists;
@@ -120,6 +249,10 @@ NOTEBOOK_SCHEMAS: dict[str, type[_Params]] = {
     "01_data_curation": CurationParams,
     "02_zero_shot_probing": ZeroShotParams,
     "03_nnunet_baseline": NnUNetParams,
+    "04_finetuning_grid": FinetuneParams,
+    "05_few_shot": FewShotParams,
+    "06_interactive": InteractiveParams,
+    "07_statistics": StatisticsParams,
 }
 
 

@@ -107,8 +107,9 @@ def plot_dice_vs_shape(frame: pd.DataFrame) -> plt.Figure:
         ax.set_ylabel("Dice (3D)")
         ax.set_ylim(-0.02, 1.02)
         if ax is axes[0]:
-            ax.get_legend().remove()
-        else:
+            if ax.get_legend() is not None:
+                ax.get_legend().remove()
+        elif not frame.empty:
             ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=7)
     fig.tight_layout()
     return fig
@@ -122,5 +123,276 @@ def plot_structure_bars(frame: pd.DataFrame, metric: str = "dice", hue: str = "p
     ax.set_ylabel(metric.upper() if metric != "dice" else "Dice")
     ax.tick_params(axis="x", rotation=30)
     ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- study figures (notebook 07)
+import warnings  # noqa: E402
+
+# Added for samlab.figures: every function below draws from *precomputed* tables (means, CIs,
+# comparison rows), so a figure always shows exactly the numbers of the table written beside it.
+
+#: Colour of the fine-tuning scope, as in the 18-configuration paper's Figure 4 (decoder warm, En/Decoder
+#: blue), taken from the colour-blind-safe palette; the PEFT method is told apart by hatching.
+SCOPE_COLOR_INDEX = {"decoder": 1, "encoder_decoder": 0}
+METHOD_HATCH = {"vanilla": "", "adapter": "//", "lora": ".."}
+
+
+def save_figure_atomic(fig: plt.Figure, path: str | os.PathLike, formats: Sequence[str] = ("png", "pdf"),
+                       dpi: int = 150) -> list[Path]:
+    """Like :func:`save_figure`, but each file is written to a temporary name and then renamed.
+
+    Why: ``make figures`` overwrites the previous figures; an interrupted run must leave either
+    the old or the new file, never a truncated PDF that a paper build would pick up.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fmt in formats:
+        target = path.with_suffix(f".{fmt}")
+        tmp = target.with_name(f".tmp_{target.name}")
+        try:
+            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
+            os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        written.append(target)
+    return written
+
+
+def condition_colors(labels: Sequence[str]) -> dict[str, tuple[float, float, float]]:
+    """One colour-blind-safe colour per condition label, in the order given."""
+    return structure_colors(list(labels))
+
+
+def _star_positions(data: pd.DataFrame, order: Sequence[str]) -> dict[str, float]:
+    top = data.groupby("structure")["value"].max()
+    span = float(np.nanmax(data["value"]) - np.nanmin(data["value"])) if len(data) else 1.0
+    return {s: float(top.get(s, np.nan)) + 0.04 * (span or 1.0) for s in order}
+
+
+def plot_paired_structures(data: pd.DataFrame, conditions: Sequence[str], metrics: Sequence[str] = ("dice", "hd95"),
+                           stars: Mapping[tuple[str, str], str] | None = None, title: str = "") -> plt.Figure:
+    """Box plots per structure, one box per condition, one panel per metric (pelvic paper Figs 1, 3, 4).
+
+    ``data`` has columns ``structure, metric, condition, value`` (one row per subject and
+    structure). ``stars[(metric, structure)]`` (``*``…``****`` or ``ns``) is printed above each
+    structure, as in the paper's figures; pass it only for two-condition comparisons.
+    """
+    metrics = [m for m in metrics if m in set(data["metric"])]
+    order = list(pd.unique(data["structure"]))
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(max(6.0, 1.1 * len(order) + 2), 3.4 * len(metrics)),
+                             squeeze=False)
+    palette = condition_colors(conditions)
+    for ax, metric in zip(axes[:, 0], metrics):
+        part = data[data["metric"] == metric]
+        with warnings.catch_warnings():  # seaborn 0.13 passes matplotlib's deprecated `vert` to boxplot
+            warnings.simplefilter("ignore", matplotlib.MatplotlibDeprecationWarning)
+            sns.boxplot(data=part, x="structure", y="value", hue="condition", order=order,
+                        hue_order=list(conditions), palette=palette, ax=ax, fliersize=0, linewidth=0.8,
+                        boxprops={"alpha": 0.6})
+        # every subject as a point too: with the few subjects of a quick run a box alone hides them
+        sns.stripplot(data=part, x="structure", y="value", hue="condition", order=order, hue_order=list(conditions),
+                      palette=palette, ax=ax, dodge=True, size=3, linewidth=0.5, edgecolor="0.2", legend=False)
+        ax.set_xlabel("")
+        ax.set_ylabel(_metric_label(metric))
+        ax.tick_params(axis="x", rotation=30)
+        if stars:
+            ypos = _star_positions(part, order)
+            for i, structure in enumerate(order):
+                text = stars.get((metric, structure))
+                if text and np.isfinite(ypos[structure]):
+                    ax.text(i, ypos[structure], text, ha="center", va="bottom", fontsize=8)
+            ax.margins(y=0.12)
+        legend = ax.get_legend()
+        if legend is not None:
+            legend.remove()
+    handles = [matplotlib.patches.Patch(color=palette[c], label=c) for c in conditions]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(conditions), 3), fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.04 + 0.025 * ((len(conditions) - 1) // 3), 1, 0.97 if title else 1))
+    return fig
+
+
+def _metric_label(metric: str) -> str:
+    return {"dice": "Dice", "hd95": "HD95 (mm)", "nsd": "NSD", "iou": "IoU"}.get(metric, metric)
+
+
+def plot_grid_bars(summary: pd.DataFrame, metric: str = "dice", reference: Mapping[str, float] | None = None,
+                   backbone_order: Sequence[str] | None = None, backbone_names: Mapping[str, str] | None = None,
+                   title: str = "", ci_label: str = "95 % CI") -> plt.Figure:
+    """The fine-tuning grid as grouped bars (18-configuration paper, Figure 4, middle).
+
+    ``summary`` has one row per configuration with ``backbone, scope, peft, mean, ci_low,
+    ci_high``. Groups = backbones; within a group, decoder-only bars then En/Decoder bars
+    (colour = scope), vanilla / Adapter / LoRA told apart by hatching. ``reference`` draws
+    dashed horizontal lines (e.g. ``{"nnU-Net": 0.91}``).
+    """
+    backbones = list(backbone_order or pd.unique(summary["backbone"]))
+    backbones = [b for b in backbones if b in set(summary["backbone"])]
+    slots = [(s, m) for s in ("decoder", "encoder_decoder") for m in ("vanilla", "adapter", "lora")]
+    extra = [(s, m) for s, m in summary[["scope", "peft"]].drop_duplicates().itertuples(index=False)
+             if (s, m) not in slots]
+    slots += extra
+    present = set(map(tuple, summary[["scope", "peft"]].itertuples(index=False)))
+    slots = [slot for slot in slots if slot in present]  # no gaps for configurations this run lacks
+    width = 0.8 / max(len(slots), 1)
+    palette = sns.color_palette(PALETTE)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.9 * len(backbones) + 2), 4.2))
+    for j, (scope, peft) in enumerate(slots):
+        rows = summary[(summary["scope"] == scope) & (summary["peft"] == peft)].set_index("backbone")
+        xs, ys, lo, hi = [], [], [], []
+        for i, backbone in enumerate(backbones):
+            if backbone in rows.index:
+                row = rows.loc[backbone]
+                xs.append(i - 0.4 + width * (j + 0.5))
+                ys.append(row["mean"])
+                lo.append(row["mean"] - row["ci_low"] if np.isfinite(row["ci_low"]) else 0.0)
+                hi.append(row["ci_high"] - row["mean"] if np.isfinite(row["ci_high"]) else 0.0)
+        if not xs:
+            continue
+        color = palette[SCOPE_COLOR_INDEX.get(scope, 2 + j % 6)]
+        ax.bar(xs, ys, width=width * 0.95, color=color, hatch=METHOD_HATCH.get(peft, "xx"), edgecolor="white",
+               linewidth=0.5, yerr=[lo, hi], capsize=2, error_kw={"elinewidth": 0.8},
+               label=f"{'En/Decoder' if scope == 'encoder_decoder' else scope.capitalize()} + "
+                     f"{ {'lora': 'LoRA'}.get(peft, peft.capitalize())}")
+    for k, (name, value) in enumerate((reference or {}).items()):
+        ax.axhline(value, color="0.2", linestyle=("--", ":", "-.")[k % 3], linewidth=1, label=name)
+    names = backbone_names or {}
+    ax.set_xticks(range(len(backbones)), [names.get(b, b) for b in backbones])
+    ax.set_ylabel(f"mean {_metric_label(metric)} ({ci_label})")
+    ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_forest(rows: pd.DataFrame, xlabel: str = "mean difference (a − b)", title: str = "",
+                y: str = "structure", hue: str | None = "comparison") -> plt.Figure:
+    """Mean paired differences with their bootstrap CIs (a forest plot).
+
+    ``rows`` has ``mean_diff, ci_low, ci_high, significant`` and the columns named by ``y``
+    (one line per value) and ``hue`` (one colour per value; ``None``: one colour). Filled
+    markers are significant after correction, open markers are not. Use ``y="structure",
+    hue="comparison"`` for a few comparisons, ``y="comparison", hue=None`` for many.
+    """
+    levels = list(pd.unique(rows[y]))
+    hues = list(pd.unique(rows[hue])) if hue else [None]
+    colors = condition_colors([str(h) for h in hues]) if hue else {"None": sns.color_palette(PALETTE)[0]}
+    n = len(hues)
+    longest = max((len(str(v)) for v in levels), default=10)
+    height = max(2.4, 0.3 * len(levels) * n + 1.3) + 0.2 * (n + 1 if hue else 1)
+    fig, ax = plt.subplots(figsize=(6.0 + 0.055 * longest, height))
+    step = 0.8 / n
+    for k, h in enumerate(hues):
+        part = rows if hue is None else rows[rows[hue] == h]
+        color = colors[str(h)]
+        for i, level in enumerate(levels):
+            sub = part[part[y] == level]
+            if sub.empty:
+                continue
+            row = sub.iloc[0]
+            yy = i - 0.4 + step * (k + 0.5)
+            ax.plot([row["ci_low"], row["ci_high"]], [yy, yy], color=color, linewidth=1.2)
+            ax.plot(row["mean_diff"], yy, marker="o", markersize=5, color=color,
+                    markerfacecolor=color if bool(row["significant"]) else "white")
+    ax.axvline(0.0, color="0.3", linewidth=0.8)
+    ax.set_yticks(range(len(levels)), levels, fontsize=8 if longest > 25 else 10)
+    ax.set_ylim(len(levels) - 0.5, -0.5)
+    ax.set_xlabel(xlabel)
+    handles = [matplotlib.lines.Line2D([], [], color=colors[str(h)], marker="o", label=str(h)) for h in hues if hue]
+    handles.append(matplotlib.lines.Line2D([], [], color="0.3", marker="o", markerfacecolor="white", linestyle="",
+                                           label="open marker: not significant (adjusted p > alpha)"))
+    fig.legend(handles=handles, fontsize=7, loc="lower center", ncol=1, frameon=False)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout(rect=(0, min(0.5, (0.19 * len(handles) + 0.1) / height), 1, 1))
+    return fig
+
+
+def plot_shots_curve(summary: pd.DataFrame, metric: str = "dice", reference: pd.DataFrame | None = None,
+                     title: str = "", ci_label: str = "95 % CI") -> plt.Figure:
+    """Few-shot performance against the number of training images (18-config paper, Fig. 12).
+
+    ``summary``: ``label, shots, mean, ci_low, ci_high`` (``shots`` < 0 = the full training set,
+    drawn at the right end). ``reference`` (same columns, e.g. nnU-Net) is drawn dashed.
+    """
+    frames = [summary] + ([reference] if reference is not None and len(reference) else [])
+    ks = sorted({int(k) for f in frames for k in f["shots"] if int(k) > 0})
+    has_full = any((f["shots"] < 0).any() for f in frames)
+    positions = {k: i for i, k in enumerate(ks)}
+    if has_full:
+        positions[-1] = len(ks)
+    fig, ax = plt.subplots(figsize=(7.0, 4.2))
+    labels = list(pd.unique(summary["label"]))
+    colors = condition_colors(labels)
+    for frame, dashed in ((summary, False), (reference, True)):
+        if frame is None or not len(frame):
+            continue
+        for label, part in frame.groupby("label", sort=False):
+            part = part.assign(x=[positions[int(k) if int(k) > 0 else -1] for k in part["shots"]]).sort_values("x")
+            color = "0.2" if dashed else colors[label]
+            ax.errorbar(part["x"], part["mean"],
+                        yerr=[(part["mean"] - part["ci_low"]).fillna(0).clip(lower=0),
+                              (part["ci_high"] - part["mean"]).fillna(0).clip(lower=0)],
+                        color=color, marker="o", markersize=4, capsize=3, linestyle="--" if dashed else "-",
+                        label=label)
+    ticks = sorted(positions.items(), key=lambda item: item[1])
+    ax.set_xticks([p for _, p in ticks], [("full" if k < 0 else f"{k}-shot") for k, _ in ticks])
+    ax.set_xlabel("training images")
+    ax.set_ylabel(f"mean {_metric_label(metric)} ({ci_label})")
+    ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_condition_bars(summary: pd.DataFrame, metric: str = "dice", x: str = "label", hue: str = "prompt",
+                        title: str = "", ci_label: str = "95 % CI") -> plt.Figure:
+    """Mean (with its CI) per condition, bars grouped by ``hue`` (18-config paper, Fig. 10: point vs box)."""
+    xs = list(pd.unique(summary[x]))
+    hues = list(pd.unique(summary[hue]))
+    colors = condition_colors(hues)
+    width = 0.8 / max(len(hues), 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(xs) * max(1, len(hues) / 2) + 2), 4.4))
+    for j, h in enumerate(hues):
+        part = summary[summary[hue] == h].set_index(x)
+        idx = [i for i, v in enumerate(xs) if v in part.index]
+        rows = part.loc[[xs[i] for i in idx]]
+        lo = (rows["mean"] - rows["ci_low"]).fillna(0).clip(lower=0)
+        hi = (rows["ci_high"] - rows["mean"]).fillna(0).clip(lower=0)
+        ax.bar([i - 0.4 + width * (j + 0.5) for i in idx], rows["mean"], width=width * 0.95, color=colors[h],
+               yerr=[lo, hi], capsize=2, label=h, error_kw={"elinewidth": 0.8})
+    ax.set_xticks(range(len(xs)), xs, rotation=35, ha="right", fontsize=8)
+    ax.set_ylabel(f"mean {_metric_label(metric)} ({ci_label})")
+    ax.legend(fontsize=7, title=hue, bbox_to_anchor=(1.01, 1), loc="upper left")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_parameter_counts(table: pd.DataFrame, title: str = "") -> plt.Figure:
+    """Trainable parameters of the 18 configurations, ours vs the paper's Table 3 (log scale).
+
+    ``table``: ``config, ours_trainable, paper_trainable_m`` (paper in millions).
+    """
+    fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(table) + 1.5))
+    y = np.arange(len(table))
+    palette = sns.color_palette(PALETTE)
+    ax.barh(y - 0.2, table["ours_trainable"], height=0.4, color=palette[0], label="ours (samlab.peft)")
+    ax.barh(y + 0.2, table["paper_trainable_m"] * 1e6, height=0.4, color=palette[1], label="paper, Table 3")
+    ax.set_xscale("log")
+    ax.set_yticks(y, table["config"], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("trainable parameters")
+    ax.legend(fontsize=8, loc="lower right")
+    if title:
+        ax.set_title(title)
     fig.tight_layout()
     return fig

@@ -238,6 +238,7 @@ def component_vs_single(results: pd.DataFrame, metric: str = "dice") -> pd.DataF
     frame["exp"] = frame["exp"].fillna("0").astype(int)
     means = frame.groupby(["backbone", "source", "exp", "structure", "form"])["value"].mean().unstack("form")
     means = means.rename(columns={"box": "single_box", "component_boxes": "per_component"})
+    means = means.reindex(columns=["single_box", "per_component"])  # NaN where a mode did not run
     means["gain"] = means["per_component"] - means["single_box"]
     return means.reset_index()
 

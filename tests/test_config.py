@@ -12,10 +12,17 @@ def _write(tmp_path, text):
     return path
 
 
-def test_shipped_profiles_validate():
+def test_shipped_profiles_and_sweep_grids_validate(tmp_path):
+    import yaml
+
+    from samlab.sweep import expand_grid
+
     for path in sorted((REPO_ROOT / "params").glob("*.yaml")):
-        profile, steps = load_profile(path)
-        assert steps, path
+        if "grid" in (yaml.safe_load(path.read_text()) or {}):
+            assert expand_grid(path, runs_root=tmp_path, write_profiles=False)[2], path
+        else:
+            profile, steps = load_profile(path)
+            assert steps, path
 
 
 def test_unknown_key_names_the_key_and_the_allowed_ones(tmp_path):

