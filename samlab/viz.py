@@ -146,18 +146,14 @@ def save_figure_atomic(fig: plt.Figure, path: str | os.PathLike, formats: Sequen
     Why: ``make figures`` overwrites the previous figures; an interrupted run must leave either
     the old or the new file, never a truncated PDF that a paper build would pick up.
     """
+    from .io import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     written = []
     for fmt in formats:
         target = path.with_suffix(f".{fmt}")
-        tmp = target.with_name(f".tmp_{target.name}")
-        try:
+        with atomic_path(target) as tmp:
             fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
-            os.replace(tmp, target)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
         written.append(target)
     return written
 

@@ -63,7 +63,8 @@ def _synthetic_study(results_dir, n_subjects=6, seed=0, parts=("zero_shot", "nnu
     subject_effect = dict(zip(subjects, rng.normal(0, 0.02, n_subjects)))
     structure_effect = {"bladder": 0.05, "prostate": 0.0, "rectum": -0.05}
 
-    def rows_for(base, context, seeds=(0,)):
+    def rows_for(base, context, seeds=(0,), slices=0):
+        """3D rows (slice -1); with ``slices`` also 2D rows (Dice, NSD) as notebook 04 writes them."""
         rows = []
         for seed_ in seeds:
             for subject in subjects:
@@ -71,8 +72,11 @@ def _synthetic_study(results_dir, n_subjects=6, seed=0, parts=("zero_shot", "nnu
                     dice = float(np.clip(base + subject_effect[subject] + structure_effect[structure]
                                          + rng.normal(0, 0.01), 0, 1))
                     hd = float(max(0.5, 30 * (1 - dice) + rng.normal(0, 0.3)))
-                    rows += make_rows({"dataset": "PelvisPhantom", "subject": subject, "structure": structure,
-                                       "seed": seed_, **context}, {"dice": dice, "hd95": hd, "nsd": dice})
+                    where = {"dataset": "PelvisPhantom", "subject": subject, "structure": structure, "seed": seed_}
+                    rows += make_rows({**where, **context}, {"dice": dice, "hd95": hd, "nsd": dice})
+                    for z in range(slices):
+                        value = float(np.clip(dice - 0.02 + rng.normal(0, 0.01), 0, 1))
+                        rows += make_rows({**where, **context, "slice": z}, {"dice": value, "nsd": value})
         return rows
 
     files = {}
@@ -93,9 +97,9 @@ def _synthetic_study(results_dir, n_subjects=6, seed=0, parts=("zero_shot", "nnu
                 for peft, p_shift in (("vanilla", 0.0), ("adapter", 0.02), ("lora", 0.03)):
                     rows += rows_for(0.78 + b_shift + s_shift + p_shift,
                                      {"method": "finetune", "backbone": backbone, "scope": scope, "peft": peft,
-                                      "init": "pretrained", "prompt": "none"})
+                                      "init": "pretrained", "prompt": "none"}, slices=3)
         rows += rows_for(0.86, {"method": "finetune", "backbone": "litemedsam", "scope": "encoder_decoder",
-                                "peft": "vanilla", "init": "pretrained", "prompt": "oracle_box"})
+                                "peft": "vanilla", "init": "pretrained", "prompt": "oracle_box"}, slices=3)
         files["finetune"] = rows
     if "fewshot" in parts:
         rows = []
@@ -180,6 +184,36 @@ def test_structure_correction_and_mean_row_agree_with_stats_compare():
     b = frame[frame.method == "B"].groupby("subject")["value"].mean()
     assert mean_row["n"] == 8
     assert mean_row["p_t"] == pytest.approx(scipy.stats.ttest_rel(a, b).pvalue)
+
+
+def test_3d_and_2d_rows_are_tested_apart():
+    rng = np.random.default_rng(5)
+    rows = []
+    for method, shift in (("A", 0.05), ("B", 0.0)):
+        for i in range(5):
+            for structure in ("bladder", "rectum"):
+                base = 0.7 + 0.02 * i + shift
+                rows += make_rows({"dataset": "D", "subject": f"s{i}", "structure": structure, "method": method},
+                                  {"dice": base + rng.normal(0, 0.01)})
+                for z in range(3):
+                    rows += make_rows({"dataset": "D", "subject": f"s{i}", "structure": structure, "method": method,
+                                       "slice": z}, {"dice": base - 0.1 + rng.normal(0, 0.01)})
+    for structure in ("bladder", "rectum"):  # C: volumes only
+        rows += _rows([0.6, 0.62, 0.61, 0.6, 0.63], structure=structure, method="C", subjects=[f"s{i}" for i in range(5)])
+    frame = _frame(rows, "x")
+    table, notes = paired_comparison(frame, {"method": "A"}, {"method": "B"}, **FAST)
+    by = table.set_index(["level", "structure"])
+    assert by.loc[("3d", "bladder"), "n"] == 5 and by.loc[("3d", "bladder"), "unit"] == "subject"
+    assert by.loc[("2d", "bladder"), "n"] == 15 and by.loc[("2d", "bladder"), "unit"] == "slice"
+    assert by.loc[("2d", MEAN_ROW), "n"] == 5 and by.loc[("2d", MEAN_ROW), "unit"] == "subject"
+    two_d = frame[(frame.slice >= 0) & (frame.structure == "bladder")].sort_values(["subject", "slice"])
+    assert by.loc[("2d", "bladder"), "p_t"] == pytest.approx(scipy.stats.ttest_rel(
+        two_d[two_d.method == "A"]["value"], two_d[two_d.method == "B"]["value"]).pvalue)
+    assert notes == []
+    # a condition with volumes only is compared with A's volumes only, and says so
+    table, notes = paired_comparison(frame, {"method": "A"}, {"method": "C"}, **FAST)
+    assert set(table["level"]) == {"3d"} and list(table["n"]) == [5, 5, 5]  # bladder, rectum, (mean)
+    assert any("compared on 3d rows only" in n for n in notes)
 
 
 def test_unmatched_pairs_are_refused_or_intersected():
@@ -299,7 +333,8 @@ def test_recommendations_pick_the_highest_mean_with_its_ci(study):
     assert single["best"] == "ViT-H + En/Decoder + LoRA" and single["candidates"] == 19
     frame = study.frame
     rows = frame[(frame.source == "finetune") & (frame.backbone == "vit_h") & (frame.scope == "encoder_decoder")
-                 & (frame.peft == "lora") & (frame.metric == "dice")]
+                 & (frame.peft == "lora") & (frame.metric == "dice") & (frame.slice >= 0)]  # 2D, as the paper
+    assert single["level"] == "2d" and by.loc["zero-shot (no training)", "level"] == "3d"
     assert single["mean"] == pytest.approx(rows.groupby("subject")["value"].mean().mean())
     assert single["ci_low"] < single["mean"] < single["ci_high"] and single["n"] == 6
     assert single["runner_up"] == "ViT-H + En/Decoder + Adapter"  # base 0.88; best 0.89
@@ -378,7 +413,8 @@ def test_report_holds_every_table_and_figure_the_results_allow(tmp_path):
         fig3 = report.tables["comparisons"]
         fig3 = fig3[fig3.comparison == "MedSAM + nnunet_box vs MedSAM + oracle_box"]
         assert set(fig3.metric) == {"dice", "hd95"} and (fig3[fig3.structure != MEAN_ROW].n == 4).all()
-        assert report.notes == []
+        # nothing skipped; fine-tuned models (2D + 3D rows) meet nnU-Net and zero-shot (3D only) on volumes
+        assert report.notes and all("compared on 3d rows only" in n for n in report.notes)
     finally:
         plt.close("all")
 
@@ -432,12 +468,21 @@ def test_statistics_params_validate():
 
 
 @pytest.mark.slow
-def test_parameter_table_matches_the_papers_table3_counts():
+def test_parameter_table_matches_the_papers_table3_counts(tmp_path):
     from samlab.figures import parameter_table
 
-    table = parameter_table().set_index("config")
+    cache = tmp_path / "table3.json"
+    table = parameter_table(cache).set_index("config")
     assert len(table) == 18
     # decoder-only vanilla trains SAM's whole mask decoder with the paper's 2 outputs: 3.92 M in Table 3
     assert table.loc["vit_b-decoder-vanilla", "ours_trainable"] == 3918019
     assert round(table.loc["vit_h-encoder_decoder-vanilla", "ours_total"] / 1e6, 2) == 640.95
     assert (table["trainable_ratio"].between(0.5, 1.5)).all()
+    # the cache is read back while its key (code + package versions) holds, and ignored once it does not
+    stored = json.loads(cache.read_text())
+    stored["rows"][0]["ours_trainable"] = -1
+    cache.write_text(json.dumps(stored))
+    assert parameter_table(cache)["ours_trainable"].iloc[0] == -1
+    stored["key"] = "stale"
+    cache.write_text(json.dumps(stored))
+    assert parameter_table(cache)["ours_trainable"].iloc[0] == 3918019  # vit_h-decoder-vanilla, recounted
