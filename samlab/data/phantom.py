@@ -143,8 +143,8 @@ def make_phantom_case(
     Anatomy jitters per seed (position, size, left-right asymmetry) so that cases
     differ like patients do, while every case keeps all eight structures.
     """
-    if len(shape) != 3 or min(shape) < 8:
-        raise ValueError(f"phantom shape must be three sizes of at least 8 voxels, got {shape}")
+    if len(shape) != 3 or shape[0] < 2 or min(shape[1:]) < 16:
+        raise ValueError(f"phantom shape must be (z >= 2, y >= 16, x >= 16) voxels, got {shape}")
     rng = np.random.default_rng(seed)
     nz, ny, nx = shape
     # Work in a normalised coordinate frame: z in [0, 1] (caudal→cranial), y, x in [-1, 1]
