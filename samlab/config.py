@@ -306,17 +306,24 @@ def validate_notebook_parameters(notebook: str, parameters: dict[str, Any], wher
         raise ProfileError(_format_validation(exc, where or notebook, schema)) from None
 
 
-def load_profile(path: str | Path) -> tuple[Profile, list[tuple[str, _Params]]]:
-    """Read and fully validate a profile YAML; return it with each notebook's resolved parameters."""
+def read_yaml_mapping(path: str | Path, what: str, keys: str) -> dict[str, Any]:
+    """Read a YAML file that must hold a mapping; errors name the file and what it should be."""
     path = Path(path)
     if not path.is_file():
-        raise ProfileError(f"profile not found: {path}")
+        raise ProfileError(f"{what} not found: {path}")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ProfileError(f"profile {path} is not valid YAML: {exc}") from None
+        raise ProfileError(f"{what} {path} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
-        raise ProfileError(f"profile {path} must be a mapping with keys name, notebooks, ...")
+        raise ProfileError(f"{what} {path} must be a mapping with keys {keys}")
+    return raw
+
+
+def load_profile(path: str | Path) -> tuple[Profile, list[tuple[str, _Params]]]:
+    """Read and fully validate a profile YAML; return it with each notebook's resolved parameters."""
+    path = Path(path)
+    raw = read_yaml_mapping(path, "profile", "name, notebooks, ...")
     try:
         profile = Profile(**raw)
     except ValidationError as exc:

@@ -89,7 +89,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .config import NOTEBOOK_SCHEMAS, ProfileError, load_profile
+from .config import NOTEBOOK_SCHEMAS, ProfileError, load_profile, read_yaml_mapping
 from .results import read_results
 from .runner import project_root, resolve_run_dir, run_profile
 
@@ -210,14 +210,7 @@ def load_grid(path: str | os.PathLike) -> tuple[GridFile, dict[str, Any], Path]:
     Nothing is expanded or run here; :func:`expand_grid` validates every job's profile.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ProfileError(f"grid file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ProfileError(f"grid file {path} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ProfileError(f"grid file {path} must be a mapping with keys name, base, grid, ...")
+    raw = read_yaml_mapping(path, "grid file", "name, base, grid, ...")
     try:
         grid = GridFile(**raw)
     except ValidationError as exc:
