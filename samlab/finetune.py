@@ -273,13 +273,17 @@ def plot_grid_bars(results: pd.DataFrame, metrics: Sequence[str] = ("dice", "nsd
     frame["group"] = frame["backbone"] + "\n" + frame["scope"].str.replace("encoder_decoder", "En/Decoder") \
         .str.replace("decoder", "Decoder")
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.8), squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
+    for i, (ax, metric) in enumerate(zip(axes[0], metrics)):
         sns.barplot(data=frame[frame["metric"] == metric], x="group", y="value", hue="peft",
                     hue_order=[m for m in METHODS if m in set(frame["peft"])], errorbar=("ci", 95), ax=ax)
         ax.set_title(f"test {metric.upper()} ({level}, mean, 95 % CI)")
         ax.set_xlabel("")
         ax.set_ylabel(metric)
         ax.set_ylim(0, 1)
+        if i < len(metrics) - 1:
+            ax.get_legend().remove()
+        else:
+            ax.legend(title="method", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     return fig
 
@@ -294,7 +298,7 @@ def plot_validation_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]])
         ax.plot(epochs, [row["val_dice"] for row in history], marker="o", label=name)
     ax.set_xlabel("epoch (0 = pretrained, before fine-tuning)")
     ax.set_ylabel("validation Dice (2D, mean over items)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     return fig
 
@@ -303,8 +307,9 @@ def plot_structure_comparison(table: pd.DataFrame, columns: Sequence[str], title
     """Grouped bars per structure of the mean 3D Dice of the given columns of :func:`compare_structures`."""
     import matplotlib.pyplot as plt
 
-    long = table[list(columns)].reset_index().melt(id_vars="structure", var_name="method", value_name="dice")
     import seaborn as sns
+
+    long = table[list(columns)].reset_index().melt(id_vars="structure", var_name="method", value_name="dice")
 
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * table.shape[0] + 2), 3.8))
     sns.barplot(data=long, x="structure", y="dice", hue="method", ax=ax)
@@ -313,6 +318,6 @@ def plot_structure_comparison(table: pd.DataFrame, columns: Sequence[str], title
     ax.set_xlabel("")
     ax.tick_params(axis="x", rotation=30)
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     return fig

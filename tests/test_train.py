@@ -271,13 +271,13 @@ def test_resume_refuses_a_different_run(phantom_slices, shared_cache, tmp_path):
 
 def test_early_stopping_keeps_the_best_model(phantom_slices, shared_cache):
     # a learning rate too small to change a float32 weight: no epoch beats epoch 0
-    recipe = quick_recipe(max_epochs=5, patience=2, lr=1e-30, select_on="val_dice", flips=False)
+    recipe = quick_recipe(max_epochs=5, patience=1, lr=1e-30, select_on="val_dice", flips=False)
     loaded = fresh_model()
     before = trainable_state(loaded.module)
     result = train(loaded, phantom_slices[3:5], phantom_slices[5:6], STRUCTURES, recipe, cache=shared_cache,
                    progress=False)
     assert result.stopped_early and result.best_epoch == 0
-    assert [row["epoch"] for row in result.history] == [0, 1, 2]
+    assert [row["epoch"] for row in result.history] == [0, 1]
     after = trainable_state(loaded.module)
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert not loaded.module.training
@@ -315,7 +315,6 @@ def test_cache_refuses_a_trainable_encoder_and_automatic_mode_needs_a_resized_de
               progress=False)
 
 
-@pytest.mark.slow
 def test_encoder_training_on_pixels_in_automatic_mode(phantom_slices, tmp_path):
     """Encoder + decoder LoRA, prompt-free, with every pixel augmentation; frozen BatchNorm statistics unchanged."""
     from samlab.finetune import GridConfig, build_model
@@ -359,10 +358,13 @@ def test_grid_and_slice_sampling():
 
 
 def test_evaluate_writes_2d_and_3d_rows(shared_cache):
+    from dataclasses import replace
+
     from samlab.finetune import evaluate
 
-    case = make_phantom_case(5, shape=(4, 40, 40))
-    structures = {"rectum": (6,), "bone": (2,)}
+    full = make_phantom_case(3, shape=(8, 48, 48))  # slices 3-5 are the training fixture's: cached embeddings
+    case = replace(full, image=full.image[3:6], labels=full.labels[3:6])
+    structures = {"rectum": (6,), "bone": (2,), "bladder": (1,)}
     loaded = fresh_model()
     frame, predictions = evaluate(loaded, [case], structures, "box", context={"method": "finetune",
                                   "backbone": "litemedsam", "prompt": "box"}, cache=shared_cache, progress=False)
