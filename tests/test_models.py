@@ -69,11 +69,13 @@ def test_checkpoint_round_trip_restores_weights(tmp_path, litemedsam):
 def test_decode_returns_logits_at_original_size_and_box_lands_where_asked(litemedsam):
     case = make_phantom_case(2)
     z = int(np.argmax((case.labels == 1).sum(axis=(1, 2))))
-    image = case.image[z, :, 10:]  # non-square on purpose: 128 x 118
+    image = case.image[z, :, 10:]  # non-square on purpose: H x (W - 10)
+    height, width = image.shape
+    assert height != width
     predictor = Predictor(litemedsam)
     embedding = predictor.embed(image)
     decoded = predictor.decode(embedding, boxes=[[40, 20, 80, 60], [0, 0, 20, 20]], multimask=True)
-    assert decoded.logits.shape == (2, 3, 128, 118) and decoded.iou.shape == (2, 3)
+    assert decoded.logits.shape == (2, 3, height, width) and decoded.iou.shape == (2, 3)
     single = predictor.decode(embedding, boxes=[[40, 20, 80, 60]])
     mask = single.masks()[0]
     ys, xs = np.nonzero(mask)
