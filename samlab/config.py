@@ -119,6 +119,8 @@ class FinetuneParams(_Params):
     resume: bool = True
     nsd_tolerance_mm: float = Field(2.0, gt=0)
     device: Device = "auto"
+    nproc_per_node: int = Field(1, ge=1, description="processes per configuration: > 1 trains each one under torchrun "
+                                                     "with DDP, one process per GPU (gloo on the CPU)")
 
     @field_validator("recipe_overrides")
     @classmethod

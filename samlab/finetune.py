@@ -42,7 +42,7 @@ from .metrics import evaluate_masks
 from .models import EmbeddingCache, LoadedModel, Predictor, load_model
 from .peft import METHODS, PAPER_TABLE3, SCOPES, apply_peft, count_parameters, resize_mask_decoder_outputs
 from .results import make_rows, to_frame
-from .train import SliceRecord, class_values, encoder_is_trainable, slices_from_volume
+from .train import SliceRecord, TrainResult, class_values, encoder_is_trainable, slices_from_volume, train
 from .train.data import classes_to_labels
 
 #: The paper's backbone (Table 3 row) each registry model corresponds to.
@@ -131,6 +131,33 @@ def checkpoint_dir(root: str | Path, config: GridConfig, settings: Mapping[str, 
     """``root/<config>-<hash of settings>``: a changed recipe or data never resumes an old run."""
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return Path(root) / f"{config.name}-{digest}"
+
+
+def train_configuration(config: GridConfig, loaded: LoadedModel, params: Any, train_slices: Sequence[SliceRecord],
+                        val_slices: Sequence[SliceRecord], structures: Mapping[str, Sequence[int]],
+                        out_dir: str | Path, device: str | torch.device = "cpu",
+                        cache: EmbeddingCache | None = None) -> tuple[LoadedModel, TrainResult]:
+    """Train one configuration with notebook 04's parameters; in this process, or under torchrun (DDP).
+
+    ``params`` is a :class:`samlab.config.FinetuneParams`. With ``params.nproc_per_node > 1``
+    the configuration is written as a :class:`samlab.train.job.TrainJob` and trained by that
+    many processes (one per GPU); they rebuild the same model and the same slices from the
+    run directory, and the model returned here is rebuilt with ``best.pt``'s weights. Either
+    way the result has the same fields, so the notebook does not care which path ran.
+    """
+    if params.nproc_per_node > 1:
+        from .train.job import TrainJob, run_job_distributed
+
+        job = TrainJob(**{**params.model_dump(mode="json"), "models": [config.model], "scopes": [config.scope],
+                          "methods": [config.method], "out_dir": str(out_dir)})
+        loaded, record = run_job_distributed(job, params.nproc_per_node)
+        names = {f.name for f in dataclasses.fields(TrainResult)}
+        return loaded, TrainResult(**{k: v for k, v in record.items() if k in names}, checkpoint_dir=Path(out_dir))
+    result = train(loaded, train_slices, val_slices, structures, params.training_recipe(), mode=params.mode,
+                   out_dir=out_dir, resume=params.resume, device=device, seed=params.seed,
+                   use_cache=None if params.use_cache else False, cache=cache, cache_flips=params.cache_flips,
+                   min_object_px=params.min_object_px)
+    return loaded, result
 
 
 # ------------------------------------------------------------------------------------------- evaluation

@@ -56,8 +56,8 @@ Executors (no home-made scheduler):
 
 Multi-GPU (large configurations: ViT-H / ViT-L, vanilla encoder + decoder fine-tuning):
 a sweep job stays *one notebook run on one node*; the notebook hands the training to
-``torchrun``, which starts one process per GPU running ``python -m samlab.train``
-under torch DDP with bf16 autocast. The sweep job asks SLURM for ``gpus_per_job`` GPUs;
+``torchrun``, which starts one process per GPU running ``python -m samlab.train --job``
+under torch DDP with bf16 autocast (notebook 04's ``nproc_per_node``). The sweep job asks SLURM for ``gpus_per_job`` GPUs;
 :func:`torchrun_command` / :func:`launch_torchrun` build and run the launcher, and
 :func:`torchrun_spec_from_slurm` fills in node count and rendezvous for multi-node jobs.
 See :func:`launch_torchrun` for what the training module must do.
@@ -889,23 +889,19 @@ def launch_torchrun(
 ) -> Path | None:
     """Run ``target`` under torchrun and wait; raise :class:`DistributedLaunchError` with the log's end on failure.
 
-    This is how a notebook runs a large configuration on all GPUs of its node::
+    This is how notebook 04 (``nproc_per_node > 1``) runs a configuration on all GPUs of its
+    node, through :func:`samlab.train.job.run_job_distributed`::
 
-        launch_torchrun("samlab.train", ["--config", cfg_json], TorchrunSpec(nproc_per_node=4),
-                        log_path=run.root / "logs" / "train.log")
+        launch_torchrun("samlab.train", ["--job", "out/job.json"], TorchrunSpec(nproc_per_node=4),
+                        log_path="out/torchrun.log")
 
-    What the launched module must do (the contract with ``samlab.train``): read
-    ``LOCAL_RANK``/``RANK``/``WORLD_SIZE`` that torchrun sets; when ``WORLD_SIZE > 1``
-    call ``torch.distributed.init_process_group("nccl")`` (``gloo`` on CPU) and
-    ``torch.cuda.set_device(LOCAL_RANK)``; wrap the model in
-    ``DistributedDataParallel(model, device_ids=[LOCAL_RANK])`` *after* ``apply_peft``
-    (DDP then only syncs the trainable parameters); shard data with
-    ``DistributedSampler`` and call ``set_epoch`` each epoch; run forward passes under
-    ``torch.autocast("cuda", dtype=torch.bfloat16)`` (bf16 keeps fp32's exponent range,
-    so no GradScaler is needed); average validation metrics with ``all_reduce`` so every
-    rank takes the same early-stopping decision; let rank 0 alone write checkpoints
-    (atomically) and results; ``destroy_process_group()`` at the end. The global batch
-    (paper: 4) is split over ``WORLD_SIZE`` ranks.
+    ``python -m samlab.train`` (:mod:`samlab.train.job`) joins the process group torchrun
+    describes (NCCL on GPUs, gloo on the CPU), wraps the PEFT-adapted model in
+    ``DistributedDataParallel`` (only trainable parameters are synchronised), splits the
+    recipe's global batch over the ranks with exact one-process semantics, sums validation
+    scores over ranks so every rank takes the same early-stopping decision, runs under bf16
+    autocast on GPUs that support it, and lets rank 0 alone write checkpoints and
+    ``result.json``. See :mod:`samlab.train.distributed`.
     """
     command = torchrun_command(target, args, spec, module=module)
     full_env = dict(os.environ if env is None else env)

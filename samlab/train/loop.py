@@ -32,6 +32,15 @@ Why this design:
   ``model.train()`` would update the running statistics of a frozen encoder and silently
   change it. :func:`set_train_mode` puts every BatchNorm without trainable parameters,
   and every fully frozen component, in eval mode.
+* **Data parallel under torchrun, same numbers as one process.** In a process group
+  (:mod:`samlab.train.distributed`) every rank draws the same epoch order and the same
+  augmentations from the shared generator, trains on every W-th item through a
+  ``DistributedDataParallel`` wrapper of the PEFT-adapted model (so only trainable
+  parameters are synchronised), validates a share of the validation slices and sums the
+  scores over ranks; rank 0 alone writes checkpoints. ``recipe.batch_size`` stays the
+  global batch (the paper's 4), each rank taking B / W items per step; because both
+  losses are per-image means, that steps exactly like one process with batch B
+  (``tests/test_distributed.py`` checks the weights with two gloo processes on the CPU).
 * **AMP only where it pays.** On CUDA the forward runs under autocast (bf16 where the
   GPU supports it, else fp16 with a gradient scaler); on the CPU it runs in fp32, so
   GPU settings never break a CPU run.
@@ -56,6 +65,7 @@ from tqdm.auto import tqdm
 from ..metrics import dice as dice_score
 from ..models import EmbeddingCache, LoadedModel, Predictor, prepare_image
 from ..models.predictor import Geometry, _geometry
+from . import distributed as D
 from .checkpoint import (
     CHECKPOINT_FORMAT,
     TrainCheckpointError,
@@ -185,6 +195,29 @@ def _jsonable(value):
     return json.loads(json.dumps(value, default=str))
 
 
+class _TrainStep(nn.Module):
+    """Encoder (unless cached) + prompt encoder + decoder as one module, so DDP sees the whole forward.
+
+    DDP synchronises gradients only for forwards that go through its own ``forward``; calling
+    ``model.image_encoder`` and :func:`decode` directly on the wrapped model would skip it.
+    """
+
+    def __init__(self, model: nn.Module, cached: bool, encoder_trainable: bool, multimask: bool):
+        super().__init__()
+        self.model = model
+        self.cached, self.encoder_trainable, self.multimask = cached, encoder_trainable, multimask
+
+    def forward(self, inputs: torch.Tensor, boxes: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.cached:
+            features = inputs
+        elif self.encoder_trainable:
+            features = self.model.image_encoder(inputs)
+        else:
+            with torch.no_grad():
+                features = self.model.image_encoder(inputs)
+        return decode(self.model, features, boxes, self.multimask)
+
+
 # ----------------------------------------------------------------------------------- inputs
 class _SliceInputs:
     """The image side of the slices: cached embeddings per (slice, flip), or prepared pixels."""
@@ -213,8 +246,9 @@ class _Run:
 
     def __init__(self, loaded: LoadedModel, train_slices, val_slices, structures, recipe: Recipe, mode: str,
                  device: torch.device, seed: int, use_cache: bool | None, cache: EmbeddingCache | None,
-                 cache_flips: bool, min_object_px: int, progress: bool):
+                 cache_flips: bool, min_object_px: int, progress: bool, ctx: D.DistContext):
         self.model = loaded.module
+        self.ctx = ctx
         self.spec = loaded.spec
         self.recipe, self.mode, self.device, self.seed, self.progress = recipe, mode, device, seed, progress
         self.structures = {k: tuple(int(v) for v in vals) for k, vals in structures.items()}
@@ -253,13 +287,25 @@ class _Run:
         self.encoder_passes = self.predictor.encoder_calls - calls
         self.low_res = 4 * int(self.model.prompt_encoder.image_embedding_size[0])
         self.optimizer = _make_optimizer(trainable, recipe)
-        self.batches_per_epoch = math.ceil(len(self.train_items) / recipe.batch_size)
+        if recipe.batch_size % ctx.world_size:
+            raise ValueError(f"recipe {recipe.name!r}: batch_size {recipe.batch_size} is the global batch and must be "
+                             f"divisible by the number of processes ({ctx.world_size})")
+        self.rank_batch = recipe.batch_size // ctx.world_size
+        self.items_per_rank = D.padded_length(len(self.train_items), ctx) // ctx.world_size
+        self.batches_per_epoch = math.ceil(self.items_per_rank / self.rank_batch)
         steps_per_epoch = math.ceil(self.batches_per_epoch / recipe.accumulate)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, _lr_factor(recipe.warmup_iters, recipe.lr_decay, recipe.max_epochs * steps_per_epoch))
         self.autocast, amp_dtype = _autocast(device, recipe.amp)
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
         self.generator = torch.Generator().manual_seed(int(seed))
+        self.step = _TrainStep(self.model, self.cached, self.encoder_trainable, self.multimask)
+        if ctx.enabled:
+            # Frozen BatchNorm buffers never change (set_train_mode), so they need no broadcast; parameters
+            # outside the loss (e.g. the IoU head when it is not trained) are legitimately unused.
+            self.step = nn.parallel.DistributedDataParallel(
+                self.step, device_ids=[device.index] if device.type == "cuda" else None,
+                broadcast_buffers=False, find_unused_parameters=True)
         self.meta = _jsonable({
             "model": self.spec.name,
             "weights_sha256": loaded.sha256,
@@ -272,6 +318,7 @@ class _Run:
             "augmentations": self.augmentations,
             "structures": self.structures,
             "min_object_px": min_object_px,
+            "world_size": ctx.world_size,
             "train_data": data_fingerprint(train_slices, self.train_items),
             "val_data": data_fingerprint(val_slices, self.val_items),
         })
@@ -311,10 +358,9 @@ class _Run:
             shift = torch.randint(0, r.box_shift_px + 1, (4,), generator=g)
         return flip_code, equalise, b, c, shift
 
-    def _batch(self, items: Sequence[TrainItem]):
+    def _batch(self, items: Sequence[TrainItem], draws: Sequence[tuple]):
         images, targets, boxes = [], [], []
-        for item in items:
-            flip_code, equalise, b, c, shift = self._draw()
+        for item, (flip_code, equalise, b, c, shift) in zip(items, draws):
             sl = self.train_in.slices[item.slice_index]
             geometry = self.train_in.geometry[item.slice_index]
             if self.cached:
@@ -337,13 +383,9 @@ class _Run:
 
     def _forward(self, inputs: torch.Tensor, boxes: torch.Tensor | None, train: bool):
         with self.autocast:
-            if self.cached:
-                features = inputs
-            elif self.encoder_trainable and train:
-                features = self.model.image_encoder(inputs)
-            else:
-                with torch.no_grad():
-                    features = self.model.image_encoder(inputs)
+            if train:
+                return self.step(inputs, boxes)
+            features = inputs if self.cached else self.model.image_encoder(inputs)
             return decode(self.model, features, boxes, self.multimask)
 
     # ------------------------------------------------------------------ epochs
@@ -351,17 +393,33 @@ class _Run:
         r = self.recipe
         set_train_mode(self.model)
         order = torch.randperm(len(self.train_items), generator=self.generator).tolist()
+        n, world = len(order), self.ctx.world_size
+        # Every rank draws the augmentations of every item, as one process does, so all generators stay in step.
+        draws = [self._draw() for _ in range(n)]
+        mine = D.shard(range(D.padded_length(n, self.ctx)), self.ctx)  # positions; those >= n are padding
         total, count, pending = 0.0, 0, 0
         self.optimizer.zero_grad(set_to_none=True)
-        bar = tqdm(range(self.batches_per_epoch), desc=f"epoch {epoch}", leave=False, disable=not self.progress)
+        bar = tqdm(range(self.batches_per_epoch), desc=f"epoch {epoch}", leave=False,
+                   disable=not (self.progress and self.ctx.is_main))
         for b in bar:
-            items = [self.train_items[i] for i in order[b * r.batch_size:(b + 1) * r.batch_size]]
-            inputs, targets, boxes = self._batch(items)
-            logits, iou = self._forward(inputs, boxes, train=True)
-            loss, _ = segmentation_loss(r.loss, logits, targets, iou, r.train_iou_head and self.mode == "box")
-            self.scaler.scale(loss / r.accumulate).backward()
+            positions = mine[b * self.rank_batch:(b + 1) * self.rank_batch]
+            real = [p for p in positions if p < n]
+            # The global step covers positions [b B, (b + 1) B); DDP averages the ranks' gradients, so a rank's
+            # batch-mean loss is weighted by W x (its real items) / (the step's real items): the step then equals
+            # one process's batch mean exactly, and padding (weight 0) only keeps the ranks' backward counts equal.
+            step_items = min((b + 1) * r.batch_size, n) - b * r.batch_size
+            weight = world * len(real) / step_items
+            used = real or positions[:1]
+            items = [self.train_items[order[p % n]] for p in used]
+            inputs, targets, boxes = self._batch(items, [draws[p % n] for p in used])
+            last_micro = pending + 1 == r.accumulate or b == self.batches_per_epoch - 1
+            sync = contextlib.nullcontext() if (last_micro or not self.ctx.enabled) else self.step.no_sync()
+            with sync:
+                logits, iou = self._forward(inputs, boxes, train=True)
+                loss, _ = segmentation_loss(r.loss, logits, targets, iou, r.train_iou_head and self.mode == "box")
+                self.scaler.scale(loss * (weight / r.accumulate)).backward()
             pending += 1
-            if pending == r.accumulate or b == self.batches_per_epoch - 1:
+            if last_micro:
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -375,9 +433,10 @@ class _Run:
                     f"training loss became {value} in epoch {epoch}, batch {b} (items {where}); lower the learning "
                     "rate or disable AMP (recipe amp=False); the last checkpoint is intact"
                 )
-            total += value * len(items)
-            count += len(items)
-            bar.set_postfix(loss=f"{total / count:.4f}")
+            total += value * len(real)
+            count += len(real)
+            bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
+        total, count = D.all_reduce_sums([total, count], self.ctx)
         return total / count
 
     @torch.no_grad()
@@ -389,7 +448,9 @@ class _Run:
         for item in self.val_items:
             by_slice.setdefault(item.slice_index, []).append(item)
         loss_sum, n_loss, dices = 0.0, 0, []
-        for index, items in by_slice.items():
+        mine = sorted(by_slice)[self.ctx.rank::self.ctx.world_size]  # every slice on exactly one rank
+        for index in mine:
+            items = by_slice[index]
             sl, geometry = self.val_in.slices[index], self.val_in.geometry[index]
             labels = np.asarray(sl.labels)
             inputs = self.val_in.features[(index, 0)] if self.cached else self.val_in.pixels(index, 0, False)
@@ -412,7 +473,11 @@ class _Run:
                         dices.append(dice_score(np.isin(predicted, values), gt))
             loss_sum += float(loss) * len(items)
             n_loss += len(items)
-        return loss_sum / n_loss, float(np.mean(dices))
+        if not self.ctx.enabled:
+            return loss_sum / n_loss, float(np.mean(dices))
+        loss_sum, n_loss, dice_sum, n_dice = D.all_reduce_sums([loss_sum, n_loss, float(np.sum(dices)), len(dices)],
+                                                               self.ctx)
+        return loss_sum / n_loss, dice_sum / n_dice
 
     # ------------------------------------------------------------------ checkpoints
     def payload(self, epoch: int, history, best_epoch, best_score, finished: bool, stopped: bool) -> dict:
@@ -468,6 +533,7 @@ def train(
     min_object_px: int = 0,
     progress: bool = True,
     on_epoch_end: Callable[[dict], None] | None = None,
+    distributed: D.DistContext | None = None,
 ) -> TrainResult:
     """Fine-tune ``loaded.module`` (already adapted with :func:`samlab.peft.apply_peft`) and return its history.
 
@@ -486,20 +552,31 @@ def train(
         cache: an :class:`~samlab.models.EmbeddingCache` to share (e.g. the run directory's).
         cache_flips: with the cache, also encode flipped slices so that flips stay exact.
         min_object_px: drop box-mode training items with fewer foreground pixels.
-        on_epoch_end: called with each epoch's history row after its checkpoint is written.
+        on_epoch_end: called with each epoch's history row after its checkpoint is written (rank 0 only).
+        distributed: this process's place in a data-parallel run; ``None`` = the initialised
+            process group's (see :func:`samlab.train.distributed.init_from_env`), or a plain
+            one-process run. ``recipe.batch_size`` is the global batch, split over the W ranks.
 
     The model ends in eval mode holding the best weights on the validation score
     (``recipe.select_on``; epoch 0, the untrained model, competes too).
     """
+    ctx = distributed or D.DistContext.current()
     device = torch.device(device)
+    if ctx.enabled and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", ctx.local_rank)
+    if ctx.enabled and not ctx.is_main:
+        cache = None  # one writer for an on-disk cache; the other ranks keep their embeddings in memory
     run = _Run(loaded, train_slices, val_slices, structures, recipe, mode, device, seed, use_cache, cache,
-               cache_flips, min_object_px, progress)
+               cache_flips, min_object_px, progress and ctx.is_main, ctx)
     select = recipe.select_on
     better = (lambda a, b: a > b) if select == "val_dice" else (lambda a, b: a < b)
     out = Path(out_dir) if out_dir is not None else None
+    save = out is not None and ctx.is_main  # only rank 0 writes; every rank reads on resume
     history: list[dict] = []
     resumed_from, finished, stopped = None, False, False
-    if out is not None and resume and (out / LAST).is_file():
+    resuming = out is not None and resume and (out / LAST).is_file()
+    D.barrier(ctx)  # every rank has decided before rank 0 writes a first checkpoint
+    if resuming:
         ck = load_checkpoint(out / LAST)
         run.restore(ck, out / LAST)
         history, best_epoch, best_score = list(ck["history"]), ck["best_epoch"], ck["best_score"]
@@ -511,14 +588,14 @@ def train(
         history.append({"epoch": 0, "train_loss": None, "val_loss": val_loss, "val_dice": val_dice,
                         "lr": run.optimizer.param_groups[0]["lr"], "steps": 0})
         best_epoch, best_score, best_state = 0, history[0][select], trainable_state(run.model)
-        if out is not None:
+        if save:
             save_checkpoint({"format": CHECKPOINT_FORMAT, "meta": run.meta, "epoch": 0, "score": best_score,
                              "model": best_state}, out / BEST)
             save_checkpoint(run.payload(0, history, best_epoch, best_score, False, False), out / LAST)
     start = history[-1]["epoch"] + 1
     seconds: list[float] = []
     epochs = range(start, recipe.max_epochs + 1) if not finished else range(0)
-    bar = tqdm(epochs, desc=f"train {run.spec.name} ({mode})", disable=not progress)
+    bar = tqdm(epochs, desc=f"train {run.spec.name} ({mode})", disable=not (progress and ctx.is_main))
     for epoch in bar:
         tick = time.perf_counter()
         train_loss = run.train_epoch(epoch)
@@ -528,19 +605,20 @@ def train(
         history.append(row)
         if better(row[select], best_score):
             best_epoch, best_score, best_state = epoch, row[select], trainable_state(run.model)
-            if out is not None:
+            if save:
                 save_checkpoint({"format": CHECKPOINT_FORMAT, "meta": run.meta, "epoch": epoch, "score": best_score,
                                  "model": best_state}, out / BEST)
         stopped = recipe.patience is not None and epoch - best_epoch >= recipe.patience
         finished = stopped or epoch == recipe.max_epochs
-        if out is not None:
+        if save:
             save_checkpoint(run.payload(epoch, history, best_epoch, best_score, finished, stopped), out / LAST)
         seconds.append(time.perf_counter() - tick)
         bar.set_postfix(val_dice=f"{val_dice:.3f}", best=f"{best_epoch}")
-        if on_epoch_end is not None:
+        if on_epoch_end is not None and ctx.is_main:
             on_epoch_end(row)
         if stopped:
             break
+    D.barrier(ctx)  # the last checkpoint is on disk before any rank returns (and perhaps exits)
     load_trainable_state(run.model, best_state, "best state")
     run.model.eval()
     return TrainResult(
