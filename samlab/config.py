@@ -195,7 +195,7 @@ class InteractiveParams(_Params):
     selections: list[Literal["single", "confidence", "oracle"]] = Field(
         default_factory=lambda: ["single", "confidence", "oracle"], min_length=1
     )
-    n_draws: int = Field(3, ge=1, le=100)
+    n_draws: int = Field(2, ge=1, le=100)
     box_noise_fraction: float = Field(0.1, ge=0, le=1)
     box_noise_cap_px: float = Field(20.0, ge=0)
     max_components: int = Field(4, ge=1, le=6)
