@@ -38,3 +38,17 @@ def test_corrupt_entry_is_a_miss(tmp_path):
     path = next(tmp_path.rglob("*.pt"))
     path.write_bytes(b"not a tensor")
     assert cache.get("ab" + "0" * 62) is None and not path.exists()
+
+
+def test_random_init_models_do_not_share_cached_embeddings():
+    """Random weights carry no file hash: the namespace hashes the encoder, so another draw gets other entries."""
+    import torch
+
+    from samlab.models import Predictor, load_model
+
+    def namespace(seed: int) -> str:
+        torch.manual_seed(seed)
+        return Predictor(load_model("litemedsam", allow_random_init=True)).cache_namespace
+
+    assert namespace(0) == namespace(0) != namespace(1)
+    assert "encoder-" in namespace(0) and "encoder-" not in Predictor(load_model("litemedsam")).cache_namespace

@@ -109,9 +109,26 @@ class Predictor:
 
     @property
     def cache_namespace(self) -> str:
-        """Everything besides the pixels that changes an embedding."""
+        """Everything besides the pixels that changes an embedding.
+
+        Weights without a file hash (random init) are identified by a hash of the encoder's
+        parameters and buffers, so two different random models never share cached embeddings.
+        """
         s = self.spec
-        return f"{s.name}|{self.model.sha256 or 'random'}|{s.image_size}|{s.normalization}|{s.resize}"
+        weights = self.model.sha256 or f"encoder-{self._encoder_digest()}"
+        return f"{s.name}|{weights}|{s.image_size}|{s.normalization}|{s.resize}"
+
+    def _encoder_digest(self) -> str:
+        """Computed once per predictor: its encoder is frozen while it embeds."""
+        if getattr(self, "_digest", None) is None:
+            import hashlib
+
+            digest = hashlib.sha256()
+            for name, tensor in self.module.image_encoder.state_dict().items():
+                digest.update(name.encode())
+                digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+            self._digest = digest.hexdigest()[:16]
+        return self._digest
 
     @torch.no_grad()
     def embed(self, image: np.ndarray) -> Embedding:
