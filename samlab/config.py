@@ -278,9 +278,7 @@ class Profile(BaseModel):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value):
-            raise ValueError(f"profile name {value!r} must be letters, digits, '_', '.', '-' (it names a folder)")
-        return value
+        return check_folder_name(value, "profile name")
 
 
 def _format_validation(error: ValidationError, where: str, schema: type[BaseModel]) -> str:
@@ -306,6 +304,13 @@ def validate_notebook_parameters(notebook: str, parameters: dict[str, Any], wher
         return schema(**parameters)
     except ValidationError as exc:
         raise ProfileError(_format_validation(exc, where or notebook, schema)) from None
+
+
+def check_folder_name(value: str, what: str) -> str:
+    """``value`` if it is safe as a folder name (profiles and sweeps name their run folders), else ValueError."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value):
+        raise ValueError(f"{what} {value!r} must be letters, digits, '_', '.', '-' (it names a folder)")
+    return value
 
 
 def read_yaml_mapping(path: str | Path, what: str, keys: str) -> dict[str, Any]:

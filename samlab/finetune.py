@@ -142,7 +142,7 @@ def train_configuration(config: GridConfig, loaded: LoadedModel, params: Any, tr
     ``params`` is a :class:`samlab.config.FinetuneParams`. With ``params.nproc_per_node > 1``
     the configuration is written as a :class:`samlab.train.job.TrainJob` and trained by that
     many processes (one per GPU); they rebuild the same model and the same slices from the
-    run directory, and the model returned here is rebuilt with ``best.pt``'s weights. Either
+    run directory, and ``loaded`` (``None``: built here) then takes ``best.pt``'s weights. Either
     way the result has the same fields, so the notebook does not care which path ran.
     """
     if params.nproc_per_node > 1:
@@ -150,7 +150,7 @@ def train_configuration(config: GridConfig, loaded: LoadedModel, params: Any, tr
 
         job = TrainJob(**{**params.model_dump(mode="json"), "models": [config.model], "scopes": [config.scope],
                           "methods": [config.method], "out_dir": str(out_dir)})
-        loaded, record = run_job_distributed(job, params.nproc_per_node)
+        loaded, record = run_job_distributed(job, params.nproc_per_node, loaded=loaded)
         names = {f.name for f in dataclasses.fields(TrainResult)}
         return loaded, TrainResult(**{k: v for k, v in record.items() if k in names}, checkpoint_dir=Path(out_dir))
     result = train(loaded, train_slices, val_slices, structures, params.training_recipe(), mode=params.mode,

@@ -89,7 +89,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .config import NOTEBOOK_SCHEMAS, ProfileError, load_profile, read_yaml_mapping
+from .config import NOTEBOOK_SCHEMAS, ProfileError, check_folder_name, load_profile, read_yaml_mapping
 from .results import read_results
 from .runner import project_root, resolve_run_dir, run_profile
 
@@ -178,9 +178,7 @@ class GridFile(BaseModel):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value):
-            raise ValueError(f"sweep name {value!r} must be letters, digits, '_', '.', '-' (it names a folder)")
-        return value
+        return check_folder_name(value, "sweep name")
 
     @field_validator("grid")
     @classmethod

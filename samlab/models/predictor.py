@@ -106,6 +106,7 @@ class Predictor:
         self.module = model.module.to(self.device).eval()
         self.cache = cache
         self.encoder_calls = 0
+        self._digest: str | None = None  # hash of a random-init encoder, see cache_namespace
 
     @property
     def cache_namespace(self) -> str:
@@ -120,7 +121,7 @@ class Predictor:
 
     def _encoder_digest(self) -> str:
         """Computed once per predictor: its encoder is frozen while it embeds."""
-        if getattr(self, "_digest", None) is None:
+        if self._digest is None:
             import hashlib
 
             digest = hashlib.sha256()

@@ -12,6 +12,7 @@ rebuilds the same model (seeded) and the same slices; rank 0 writes the checkpoi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -84,13 +85,9 @@ def run_job(job: TrainJob, progress: bool = True) -> dict[str, Any]:
                        out_dir=job.out_dir, resume=job.resume, device=device, seed=job.seed,
                        use_cache=None if job.use_cache else False, cache=None, cache_flips=job.cache_flips,
                        min_object_px=job.min_object_px, progress=progress, distributed=ctx)
+        fields = {k: v for k, v in dataclasses.asdict(result).items() if k != "checkpoint_dir"}
         record = {
-            "configuration": config.name, "world_size": ctx.world_size, "device": str(device),
-            "history": result.history, "best_epoch": result.best_epoch, "best_score": result.best_score,
-            "select_on": result.select_on, "stopped_early": result.stopped_early,
-            "augmentations": result.augmentations, "n_train_items": result.n_train_items,
-            "n_val_items": result.n_val_items, "encoder_passes": result.encoder_passes,
-            "resumed_from_epoch": result.resumed_from_epoch, "epoch_seconds": result.epoch_seconds,
+            **fields, "configuration": config.name, "world_size": ctx.world_size, "device": str(device),
             "seconds": time.perf_counter() - start,
             "max_memory_gib": (torch.cuda.max_memory_allocated(device) / 2**30) if device.type == "cuda" else None,
         }
@@ -101,16 +98,19 @@ def run_job(job: TrainJob, progress: bool = True) -> dict[str, Any]:
         D.shutdown()
 
 
-def run_job_distributed(job: TrainJob, nproc_per_node: int, log_path: str | os.PathLike | None = None):
+def run_job_distributed(job: TrainJob, nproc_per_node: int, log_path: str | os.PathLike | None = None,
+                        loaded=None):
     """Train ``job`` under ``torchrun`` on ``nproc_per_node`` processes; return (model with best weights, record).
 
-    The job file is written to ``out_dir/job.json``; the model returned is rebuilt in this
-    process (same seed, so the same PEFT modules) and given ``best.pt``'s weights, ready
-    for :func:`samlab.finetune.evaluate`. A failure raises
+    The job file is written to ``out_dir/job.json``. ``loaded`` is the caller's copy of the
+    configuration's model (built by :func:`samlab.finetune.build_model` with the job's seed,
+    so the same PEFT modules); without one it is built here. It is given ``best.pt``'s
+    weights, ready for :func:`samlab.finetune.evaluate`. A failure raises
     :class:`samlab.sweep.DistributedLaunchError` with the end of the log.
     """
     from ..finetune import GridConfig, build_model
     from ..sweep import TorchrunSpec, launch_torchrun
+    from ..workspace import RunDir
     from .checkpoint import load_checkpoint, load_trainable_state
     from .loop import BEST
 
@@ -119,12 +119,11 @@ def run_job_distributed(job: TrainJob, nproc_per_node: int, log_path: str | os.P
     launch_torchrun("samlab.train", ["--job", str(job_path), "--no-progress"],
                     TorchrunSpec(nproc_per_node=nproc_per_node), log_path=log_path or out / "torchrun.log")
     record = json.loads((out / RESULT_FILE).read_text())
-    from ..workspace import RunDir
-
-    config = GridConfig(job.models[0], job.scopes[0], job.methods[0])
-    loaded = build_model(config, job.mode, RunDir.at(job.run_dir).structures(),
-                         checkpoint=job.checkpoints.get(config.model), allow_random_init=job.allow_random_init,
-                         device="cpu", seed=job.seed)
+    if loaded is None:
+        config = GridConfig(job.models[0], job.scopes[0], job.methods[0])
+        loaded = build_model(config, job.mode, RunDir.at(job.run_dir).structures(),
+                             checkpoint=job.checkpoints.get(config.model), allow_random_init=job.allow_random_init,
+                             device="cpu", seed=job.seed)
     load_trainable_state(loaded.module, load_checkpoint(out / BEST)["model"], out / BEST)
     loaded.module.eval()
     return loaded, record

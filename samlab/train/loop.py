@@ -300,10 +300,11 @@ class _Run:
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
         self.generator = torch.Generator().manual_seed(int(seed))
         self.step = _TrainStep(self.model, self.cached, self.encoder_trainable, self.multimask)
+        self.train_step: nn.Module = self.step  # validation calls the plain module: no gradient to synchronise
         if ctx.enabled:
             # Frozen BatchNorm buffers never change (set_train_mode), so they need no broadcast; parameters
             # outside the loss (e.g. the IoU head when it is not trained) are legitimately unused.
-            self.step = nn.parallel.DistributedDataParallel(
+            self.train_step = nn.parallel.DistributedDataParallel(
                 self.step, device_ids=[device.index] if device.type == "cuda" else None,
                 broadcast_buffers=False, find_unused_parameters=True)
         self.meta = _jsonable({
@@ -383,10 +384,7 @@ class _Run:
 
     def _forward(self, inputs: torch.Tensor, boxes: torch.Tensor | None, train: bool):
         with self.autocast:
-            if train:
-                return self.step(inputs, boxes)
-            features = inputs if self.cached else self.model.image_encoder(inputs)
-            return decode(self.model, features, boxes, self.multimask)
+            return (self.train_step if train else self.step)(inputs, boxes)
 
     # ------------------------------------------------------------------ epochs
     def train_epoch(self, epoch: int) -> float:
@@ -413,7 +411,7 @@ class _Run:
             items = [self.train_items[order[p % n]] for p in used]
             inputs, targets, boxes = self._batch(items, [draws[p % n] for p in used])
             last_micro = pending + 1 == r.accumulate or b == self.batches_per_epoch - 1
-            sync = contextlib.nullcontext() if (last_micro or not self.ctx.enabled) else self.step.no_sync()
+            sync = contextlib.nullcontext() if (last_micro or not self.ctx.enabled) else self.train_step.no_sync()
             with sync:
                 logits, iou = self._forward(inputs, boxes, train=True)
                 loss, _ = segmentation_loss(r.loss, logits, targets, iou, r.train_iou_head and self.mode == "box")
