@@ -63,8 +63,8 @@ class ZeroShotParams(_Params):
     checkpoints: dict[str, str] = Field(default_factory=dict, description="model name -> checkpoint path")
     allow_random_init: bool = False
     prompt_sources: list[Literal["oracle", "nnunet"]] = Field(default_factory=lambda: ["oracle", "nnunet"])
-    box_modes: list[Literal["single", "per_component", "point"]] = Field(
-        default_factory=lambda: ["single", "per_component", "point"]
+    box_modes: list[Literal["single", "per_component", "per_part", "point"]] = Field(
+        default_factory=lambda: ["single", "per_component", "per_part", "point"]
     )
     expansions_px: list[int] = Field(default_factory=lambda: [0, 5])
     split: Literal["train", "val", "test", "all"] = "test"

@@ -336,6 +336,8 @@ def plan_comparisons(frame: pd.DataFrame) -> tuple[list[Comparison], list[str]]:
             plan.append(Comparison("zero-shot: expanded vs tight box", c, p))
         if "_component_boxes" in prompt and (p := _find(zs, c, prompt=prompt.replace("_component_boxes", "_box"))):
             plan.append(Comparison("zero-shot: one box per component vs one box", c, p))
+        if "_part_boxes" in prompt and (p := _find(zs, c, prompt=prompt.replace("_part_boxes", "_box"))):
+            plan.append(Comparison("zero-shot: one box per convex part vs one box", c, p))
         if (m := re.fullmatch(r"(.+)_points", prompt)) and (p := _find(zs, c, prompt=f"{m[1]}_box")):
             plan.append(Comparison("zero-shot: points vs box", c, p))
         if prompt in ("oracle_box", "oracle_box+5px"):
@@ -1231,6 +1233,9 @@ def _build_into(report: Report, study: StudyResults, params: Any, say: Any, tabl
             "zeroshot_component_boxes": _paired_figure(
                 frame, comparisons, plan_by_name, "zero-shot: one box per component vs one box",
                 "One box per connected component vs one box around everything"),
+            "zeroshot_part_boxes": _paired_figure(
+                frame, comparisons, plan_by_name, "zero-shot: one box per convex part vs one box",
+                "One box per near-convex part of each component vs one box around everything"),
             "finetune_fig4_grid": _figure_grid(summary, "finetune", "Fine-tuning grid, automatic mode (18-config Fig. 4)",
                                                rank_metric, ci),
             "finetune_fig4_best_vs_nnunet": None,

@@ -1,4 +1,4 @@
-"""Prompts derived from masks: boxes (whole, expanded, per component), points, noise.
+"""Prompts derived from masks: boxes (whole, expanded, per component, per convex part), points, noise.
 
 Why derive every prompt from a mask: the pelvic study's two box sources (oracle =
 ground truth, nnU-Net = a prediction) then take the same code path, and a
@@ -64,6 +64,62 @@ def component_boxes(mask: np.ndarray, min_pixels: int = 1) -> list[Box]:
     object separately and the union of the answers is the structure.
     """
     return [box_from_mask(component) for component in connected_components(mask, min_pixels)]
+
+
+def convex_hull(mask: np.ndarray) -> np.ndarray:
+    """Filled 2D convex hull of a mask; a degenerate (collinear) mask is its own hull."""
+    from scipy.spatial import QhullError
+    from skimage.morphology import convex_hull_image
+
+    mask = _check_mask(mask)
+    if not mask.any():
+        return mask.copy()
+    try:
+        return convex_hull_image(mask) | mask
+    except (QhullError, ValueError):
+        return mask.copy()
+
+
+def solidity(mask: np.ndarray) -> float:
+    """Area / convex-hull area: 1 for convex shapes, low for crescents, rings and separated objects."""
+    hull = convex_hull(mask)
+    return float(_check_mask(mask).sum() / max(int(hull.sum()), 1))
+
+
+def convex_parts(mask: np.ndarray, min_solidity: float = 0.8, max_depth: int = 3, min_pixels: int = 12) -> list[np.ndarray]:
+    """Split each connected component into near-convex parts (at most ``2 ** max_depth`` per component).
+
+    Why: a tight box around a crescent lies mostly over the crescent's hollow, and
+    a box-prompted SAM segments the hollow (see ``zeroshot.error_breakdown``).
+    Halving an arc along its length halves its bend, so a part whose solidity is
+    below ``min_solidity`` is cut in two at the median of its pixel coordinates
+    along the longer side of its bounding box, and each piece is treated again,
+    until parts are near-convex, ``max_depth`` cuts were made, or a part has
+    fewer than ``2 * min_pixels`` pixels. Convex components come back whole, so
+    for them this equals :func:`connected_components`.
+    """
+    def split(part: np.ndarray, depth: int) -> list[np.ndarray]:
+        if depth == max_depth or part.sum() < 2 * min_pixels or solidity(part) >= min_solidity:
+            return [part]
+        rows, cols = np.nonzero(part)
+        if np.ptp(rows) >= np.ptp(cols):
+            first = part & (np.arange(part.shape[0])[:, None] <= np.median(rows))
+        else:
+            first = part & (np.arange(part.shape[1])[None, :] <= np.median(cols))
+        pieces = [first, part & ~first]
+        if not all(piece.any() for piece in pieces):  # a median that cuts nothing off: stop here
+            return [part]
+        return [sub for piece in pieces for component in connected_components(piece) for sub in split(component, depth + 1)]
+
+    if not 0.0 < min_solidity <= 1.0 or max_depth < 0 or min_pixels < 1:
+        raise ValueError(f"need 0 < min_solidity <= 1, max_depth >= 0, min_pixels >= 1; got {min_solidity}, "
+                         f"{max_depth}, {min_pixels}")
+    return [part for component in connected_components(mask) for part in split(component, 0)]
+
+
+def part_boxes(mask: np.ndarray, min_solidity: float = 0.8, max_depth: int = 3, min_pixels: int = 12) -> list[Box]:
+    """One box per near-convex part of each component: the remedy tried here for non-convex structures."""
+    return [box_from_mask(part) for part in convex_parts(mask, min_solidity, max_depth, min_pixels)]
 
 
 def interior_point(mask: np.ndarray) -> np.ndarray | None:

@@ -115,6 +115,30 @@ def plot_dice_vs_shape(frame: pd.DataFrame) -> plt.Figure:
     return fig
 
 
+def plot_error_breakdown(pooled: pd.DataFrame) -> plt.Figure:
+    """Stacked bars: where each structure's predicted voxels fall, one bar per prompt (see ``error_breakdown``)."""
+    regions = ["target", "concavity", "between_components", "elsewhere"]
+    colors = dict(zip(regions, ("#4c9f70", "#e39b3a", "#c0504d", "#8c8c8c")))
+    structures = list(dict.fromkeys(pooled["structure"]))
+    fig, axes = plt.subplots(1, max(len(structures), 1), figsize=(2.3 * max(len(structures), 1) + 1, 3.8),
+                             sharey=True, squeeze=False)
+    for ax, name in zip(axes[0], structures):
+        part = pooled[pooled["structure"] == name]
+        bottom = np.zeros(len(part))
+        for region in regions:
+            values = part[region].fillna(0.0).to_numpy()
+            ax.bar(range(len(part)), values, bottom=bottom, color=colors[region], label=region.replace("_", " "))
+            bottom += values
+        ax.set_xticks(range(len(part)), part["prompt"], rotation=60, ha="right", fontsize=7)
+        ax.set_title(name.replace("_", " "), fontsize=9)
+        ax.set_ylim(0, 1)
+    axes[0][0].set_ylabel("share of predicted voxels")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=4, fontsize=8, bbox_to_anchor=(0.5, 1.02))
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    return fig
+
+
 def plot_structure_bars(frame: pd.DataFrame, metric: str = "dice", hue: str = "prompt") -> plt.Figure:
     """Mean ± sd of one metric per structure, bars grouped by ``hue``."""
     data = frame[frame["metric"] == metric]

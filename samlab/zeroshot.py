@@ -3,8 +3,9 @@
 This is the pelvic MedSAM study's protocol (2D inference per slice, recompiled to
 the volume with its original spacing, Dice/HD95 in 3D), generalised to any
 prompt source (a label volume: ground truth = oracle, an nnU-Net prediction),
-box mode (one box, one box per connected component, one interior point per
-component) and isotropic box expansion. Every slice is encoded once; all prompt
+box mode (one box, one box per connected component, one box per near-convex
+part of each component, one interior point per component) and isotropic box
+expansion. Every slice is encoded once; all prompt
 variants reuse the embedding (see :class:`samlab.models.EmbeddingCache`).
 """
 from __future__ import annotations
@@ -35,12 +36,12 @@ class PromptVariant:
     """One way to prompt: where the prompt comes from, its form, and the box expansion."""
 
     source: str  # "oracle" or "nnunet"
-    mode: str  # "single", "per_component" or "point"
+    mode: str  # "single", "per_component", "per_part" or "point"
     expansion: int = 0
 
     @property
     def label(self) -> str:
-        form = {"single": "box", "per_component": "component_boxes", "point": "points"}[self.mode]
+        form = {"single": "box", "per_component": "component_boxes", "per_part": "part_boxes", "point": "points"}[self.mode]
         return f"{self.source}_{form}" + (f"+{self.expansion}px" if self.expansion else "")
 
 
@@ -66,9 +67,11 @@ def _prompts_for(mask2d: np.ndarray, variant: PromptVariant) -> tuple[list[np.nd
         return ([] if box is None else [P.expand_box(box, variant.expansion, shape)]), []
     if variant.mode == "per_component":
         return [P.expand_box(b, variant.expansion, shape) for b in P.component_boxes(mask2d)], []
+    if variant.mode == "per_part":
+        return [P.expand_box(b, variant.expansion, shape) for b in P.part_boxes(mask2d)], []
     if variant.mode == "point":
         return [], P.component_points(mask2d)
-    raise ValueError(f"unknown prompt mode {variant.mode!r}; use single, per_component or point")
+    raise ValueError(f"unknown prompt mode {variant.mode!r}; use single, per_component, per_part or point")
 
 
 @dataclass
@@ -188,18 +191,14 @@ def shape_descriptors(cases: Sequence[CaseLike], structures: Mapping[str, Sequen
     for rings, crescents and pairs of distant objects); used to test the paper's
     claim that disjoint and non-convex structures are what box-prompted SAM fails.
     """
-    from skimage.morphology import convex_hull_image
-
     records = []
     for case in cases:
         for name, values in structures.items():
             mask = structure_mask(case.labels, values)
             components, solidity = [], []
             for z in np.flatnonzero(mask.any(axis=(1, 2))):
-                m = mask[z]
-                components.append(ndimage.label(m, structure=np.ones((3, 3)))[1])
-                hull = convex_hull_image(m)
-                solidity.append(m.sum() / max(hull.sum(), 1))
+                components.append(ndimage.label(mask[z], structure=np.ones((3, 3)))[1])
+                solidity.append(P.solidity(mask[z]))
             if components:
                 records.append(
                     {
@@ -211,6 +210,76 @@ def shape_descriptors(cases: Sequence[CaseLike], structures: Mapping[str, Sequen
                     }
                 )
     return pd.DataFrame.from_records(records)
+
+
+ERROR_REGIONS = ("target", "concavity", "between_components", "elsewhere")
+
+
+def _shape_regions(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per slice: (union of each component's convex hull, convex hull of the whole slice mask)."""
+    component_hulls = np.zeros_like(mask, dtype=bool)
+    whole_hull = np.zeros_like(mask, dtype=bool)
+    for z in np.flatnonzero(mask.any(axis=(1, 2))):
+        for component in P.connected_components(mask[z]):
+            component_hulls[z] |= P.convex_hull(component)
+        whole_hull[z] = P.convex_hull(mask[z]) | component_hulls[z]
+    return component_hulls, whole_hull
+
+
+def error_breakdown(
+    predictions: Mapping[tuple[str, str, str], np.ndarray],
+    cases: Sequence[CaseLike],
+    structures: Mapping[str, Sequence[int]],
+) -> pd.DataFrame:
+    """Where each prediction's voxels fall relative to the ground truth's shape.
+
+    Dice says *that* a box prompt failed; this says *how*, separating the paper's
+    two failure modes. Predicted voxels are split into: ``target`` (ground truth),
+    ``concavity`` (inside a component's convex hull but not the structure: a
+    crescent's hollow filled in, the non-convex failure), ``between_components``
+    (inside the hull of the whole slice mask but outside every component's hull:
+    the space between two femoral heads, the disjoint failure) and ``elsewhere``.
+    Hulls are 2D, per slice, as the prompts are. Values are fractions of the
+    predicted voxels (NaN when nothing was predicted); ``predicted_voxels`` and
+    ``gt_voxels`` give the sizes.
+    """
+    by_id = {case.case_id: case for case in cases}
+    regions: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    records = []
+    for (case_id, name, prompt), predicted in predictions.items():
+        if case_id not in by_id or name not in structures:
+            raise KeyError(f"prediction for ({case_id!r}, {name!r}) has no matching case or structure")
+        case = by_id[case_id]
+        if (case_id, name) not in regions:
+            gt = structure_mask(case.labels, structures[name])
+            regions[(case_id, name)] = (gt, *_shape_regions(gt))
+        gt, component_hulls, whole_hull = regions[(case_id, name)]
+        if predicted.shape != gt.shape:
+            raise ValueError(f"prediction for ({case_id}, {name}, {prompt}) has shape {predicted.shape}, "
+                             f"the labels have {gt.shape}")
+        predicted = predicted.astype(bool)
+        total = int(predicted.sum())
+        counts = {
+            "target": int((predicted & gt).sum()),
+            "concavity": int((predicted & component_hulls & ~gt).sum()),
+            "between_components": int((predicted & whole_hull & ~component_hulls).sum()),
+            "elsewhere": int((predicted & ~whole_hull).sum()),
+        }
+        record = {"subject": case_id, "structure": name, "prompt": prompt,
+                  "predicted_voxels": total, "gt_voxels": int(gt.sum())}
+        record.update({k: (v / total if total else float("nan")) for k, v in counts.items()})
+        records.append(record)
+    columns = ["subject", "structure", "prompt", "predicted_voxels", "gt_voxels", *ERROR_REGIONS]
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
+def pool_error_breakdown(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per structure and prompt: the share of all predicted voxels (pooled over cases) in each region."""
+    counts = frame[list(ERROR_REGIONS)].fillna(0.0).mul(frame["predicted_voxels"], axis=0)
+    counts[["structure", "prompt", "predicted_voxels"]] = frame[["structure", "prompt", "predicted_voxels"]]
+    pooled = counts.groupby(["structure", "prompt"], sort=False).sum()
+    total = pooled["predicted_voxels"].replace(0, np.nan)
+    return pooled[list(ERROR_REGIONS)].div(total, axis=0).join(pooled["predicted_voxels"]).reset_index()
 
 
 def summary_table(results: pd.DataFrame, metrics: Sequence[str] = ("dice", "hd95")) -> pd.DataFrame:
@@ -226,20 +295,24 @@ def summary_table(results: pd.DataFrame, metrics: Sequence[str] = ("dice", "hd95
 
 
 def component_vs_single(results: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
-    """Per structure and source: mean metric of one box vs one box per component (same expansion).
+    """Per structure and source: mean metric of one box vs one box per component / per convex part.
 
-    The beyond-the-paper remedy for bilateral/disjoint structures; ``gain`` > 0
-    means per-component boxes did better.
+    The beyond-the-paper remedies: per-component boxes for bilateral/disjoint
+    structures, per-part boxes for non-convex ones. ``gain`` > 0 means
+    per-component boxes did better than one box, ``part_gain`` > 0 that per-part
+    boxes did (same source and expansion); NaN where a mode did not run.
     """
     frame = results[results["metric"] == metric].copy()
-    parts = frame["prompt"].str.extract(r"^(?P<source>[a-z]+)_(?P<form>box|component_boxes|points)(?:\+(?P<exp>\d+)px)?$")
+    parts = frame["prompt"].str.extract(
+        r"^(?P<source>[a-z]+)_(?P<form>box|component_boxes|part_boxes|points)(?:\+(?P<exp>\d+)px)?$")
     frame = frame.join(parts)
-    frame = frame[frame["form"].isin(["box", "component_boxes"])]
+    frame = frame[frame["form"].isin(["box", "component_boxes", "part_boxes"])]
     frame["exp"] = frame["exp"].fillna("0").astype(int)
     means = frame.groupby(["backbone", "source", "exp", "structure", "form"])["value"].mean().unstack("form")
-    means = means.rename(columns={"box": "single_box", "component_boxes": "per_component"})
-    means = means.reindex(columns=["single_box", "per_component"])  # NaN where a mode did not run
+    means = means.rename(columns={"box": "single_box", "component_boxes": "per_component", "part_boxes": "per_part"})
+    means = means.reindex(columns=["single_box", "per_component", "per_part"])
     means["gain"] = means["per_component"] - means["single_box"]
+    means["part_gain"] = means["per_part"] - means["single_box"]
     return means.reset_index()
 
 

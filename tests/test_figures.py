@@ -84,7 +84,8 @@ def _synthetic_study(results_dir, n_subjects=6, seed=0, parts=("zero_shot", "nnu
         rows = []
         for backbone, shift in (("medsam_vit_b", 0.0), ("litemedsam", -0.03)):
             for prompt, base in (("oracle_box", 0.80), ("oracle_box+5px", 0.81), ("nnunet_box", 0.76),
-                                 ("nnunet_box+5px", 0.77), ("oracle_component_boxes", 0.85), ("oracle_points", 0.30)):
+                                 ("nnunet_box+5px", 0.77), ("oracle_component_boxes", 0.85), ("oracle_part_boxes", 0.84),
+                                 ("oracle_points", 0.30)):
                 rows += rows_for(base + shift, {"method": "zero_shot", "backbone": backbone, "init": "pretrained",
                                                 "prompt": prompt})
         files["zero_shot"] = rows
@@ -403,7 +404,7 @@ def test_report_holds_every_table_and_figure_the_results_allow(tmp_path):
     report = build_report(tmp_path, params, verbose=False)
     try:
         expected = {"pelvic_fig1_sam_vs_nnunet", "pelvic_fig3_prompt_source", "pelvic_fig4_refined_vs_nnunet",
-                    "zeroshot_box_expansion", "zeroshot_component_boxes", "finetune_fig4_grid",
+                    "zeroshot_box_expansion", "zeroshot_component_boxes", "zeroshot_part_boxes", "finetune_fig4_grid",
                     "finetune_fig4_best_vs_nnunet", "finetune_fig9_fewshot_grid", "finetune_fig12_fewshot_curve",
                     "finetune_fig10_interactive"}
         assert expected <= set(report.figures)

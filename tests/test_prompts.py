@@ -64,3 +64,47 @@ def test_deep_point_is_farther_than_median_from_edge():
 def test_non_2d_mask_is_refused():
     with pytest.raises(ValueError, match="2D"):
         P.box_from_mask(np.zeros((2, 3, 4)))
+
+
+def _crescent(size: int = 80) -> np.ndarray:
+    """A half annulus bulging to the right: solidity well below 0.8."""
+    yy, xx = np.mgrid[:size, :size]
+    r = np.hypot(yy - size / 2, xx - size / 4)
+    return (r >= 22) & (r <= 30) & (xx > size / 4)
+
+
+def test_convex_parts_leave_convex_components_whole():
+    mask = _two_squares()
+    parts = P.convex_parts(mask)
+    assert len(parts) == 2 and all(np.array_equal(a, b) for a, b in zip(parts, P.connected_components(mask)))
+    assert [b.tolist() for b in P.part_boxes(mask)] == [b.tolist() for b in P.component_boxes(mask)]
+    assert P.solidity(mask[0:20, 0:20]) == 1.0
+
+
+def test_convex_parts_split_a_crescent_into_near_convex_pieces_that_tile_it():
+    crescent = _crescent()
+    assert P.solidity(crescent) < 0.6
+    parts = P.convex_parts(crescent, min_solidity=0.8, max_depth=3)
+    assert 2 <= len(parts) <= 8
+    union = np.zeros_like(crescent)
+    for part in parts:
+        assert not (union & part).any(), "parts must not overlap"
+        union |= part
+    assert np.array_equal(union, crescent), "parts must tile the component exactly"
+    assert np.mean([P.solidity(p) for p in parts]) > P.solidity(crescent) + 0.2
+    # each part's box covers far less of the crescent's hollow than the whole box does
+    hollow = P.convex_hull(crescent) & ~crescent
+    def covered(box):
+        x0, y0, x1, y1 = box.astype(int)
+        return hollow[y0:y1 + 1, x0:x1 + 1].sum()
+    assert sum(covered(b) for b in P.part_boxes(crescent)) < 0.5 * covered(P.box_from_mask(crescent))
+
+
+def test_convex_parts_respect_depth_and_size_limits():
+    crescent = _crescent()
+    assert len(P.convex_parts(crescent, max_depth=0)) == 1
+    assert len(P.convex_parts(crescent, max_depth=1)) <= 2
+    assert len(P.convex_parts(crescent, min_pixels=10_000)) == 1
+    with pytest.raises(ValueError, match="min_solidity"):
+        P.convex_parts(crescent, min_solidity=0.0)
+    assert P.convex_parts(np.zeros((5, 5), bool)) == []

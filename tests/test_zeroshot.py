@@ -8,7 +8,8 @@ from samlab.data.phantom import STRUCTURES, make_phantom_case
 from samlab.data.preprocess import clip_percentiles
 from samlab.models import EmbeddingCache, Predictor
 from samlab.results import COLUMNS
-from samlab.zeroshot import component_vs_single, make_variants, run_zero_shot, shape_descriptors, summary_table
+from samlab.zeroshot import (component_vs_single, error_breakdown, make_variants, pool_error_breakdown, run_zero_shot,
+                             shape_descriptors, summary_table)
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +79,82 @@ def test_comparison_and_shape_figure_survive_a_single_mode_run(small_run):
     assert table["per_component"].isna().all() and table["single_box"].notna().all()
     empty = only_single.iloc[0:0].assign(components_per_slice=[], solidity=[])
     plot_dice_vs_shape(empty)
+
+
+def _hand_case():
+    """One 7 x 12 slice: an L-shaped object (its hull adds one triangle) and a 1 x 2 object, apart."""
+    labels = np.zeros((1, 7, 12), dtype=np.uint8)
+    labels[0, 1:5, 1] = 1          # vertical arm: (1..4, 1)
+    labels[0, 4, 1:5] = 1          # horizontal arm: (4, 1..4); 7 pixels in all
+    labels[0, 2, 9:11] = 1         # second component, 2 pixels
+    return replace(make_phantom_case(1, shape=(2, 16, 16)), case_id="hand", labels=labels,
+                   image=np.zeros(labels.shape, np.float32), spacing=(1.0, 1.0, 1.0))
+
+
+def test_error_breakdown_splits_predicted_voxels_by_hand():
+    case = _hand_case()
+    gt = case.labels.astype(bool)
+    concave = np.zeros_like(gt)
+    concave[0, [2, 3, 3], [2, 2, 3]] = True  # inside the L's hull (the triangle below its diagonal)
+    between = np.zeros_like(gt)
+    between[0, 3, 7] = True  # inside the hull of both objects, outside each object's hull
+    outside = np.zeros_like(gt)
+    outside[0, 6, 11] = True
+    predictions = {
+        ("hand", "s", "exact"): gt.copy(),
+        ("hand", "s", "mixed"): gt | concave | between | outside,
+        ("hand", "s", "none"): np.zeros_like(gt),
+    }
+    frame = error_breakdown(predictions, [case], {"s": (1,)}).set_index("prompt")
+    assert frame.loc["exact", "target"] == 1.0 and frame.loc["exact", "gt_voxels"] == 9
+    mixed = frame.loc["mixed"]
+    assert mixed["predicted_voxels"] == 9 + 3 + 1 + 1
+    assert mixed["target"] == pytest.approx(9 / 14)
+    assert mixed["concavity"] == pytest.approx(3 / 14)
+    assert mixed["between_components"] == pytest.approx(1 / 14)
+    assert mixed["elsewhere"] == pytest.approx(1 / 14)
+    assert np.isnan(frame.loc["none", "target"])
+    pooled = pool_error_breakdown(frame.reset_index()).set_index("prompt")
+    assert pooled.loc["mixed", "concavity"] == pytest.approx(3 / 14)
+    assert np.isnan(pooled.loc["none", "target"])
+
+
+def test_error_breakdown_names_a_shape_mismatch():
+    case = _hand_case()
+    with pytest.raises(ValueError, match=r"\(hand, s, p\).*shape"):
+        error_breakdown({("hand", "s", "p"): np.zeros((1, 7, 11), bool)}, [case], {"s": (1,)})
+
+
+def test_error_breakdown_on_the_real_run(small_run):
+    """Single boxes around two femoral heads spill between them; per-component boxes do not."""
+    from samlab.viz import plot_error_breakdown
+
+    case, structures, result = small_run
+    frame = error_breakdown(result.predictions, [case], structures)
+    pooled = pool_error_breakdown(frame).set_index(["structure", "prompt"])
+    print(pooled.round(3).to_string())
+    single, per_component = pooled.loc[("bone", "oracle_box")], pooled.loc[("bone", "oracle_component_boxes")]
+    assert single["between_components"] > per_component["between_components"]
+    assert per_component["target"] > single["target"]
+    assert pooled.loc[("bladder", "oracle_box"), "target"] > 0.8
+    plot_error_breakdown(pool_error_breakdown(frame))
+
+
+def test_part_boxes_recover_the_crescent_that_component_boxes_lose(litemedsam):
+    """Obturator internus (two crescents): a tight box per component lands in each crescent's hollow;
+    one box per near-convex part does not. Measured on six phantom seeds before this test was written:
+    per-component 0.001-0.012 3D Dice, single box 0.05-0.17, per-part 0.31-0.48."""
+    case = make_phantom_case(2003, shape=(12, 96, 96))
+    case = replace(case, image=clip_percentiles(case.image)[3:8], labels=case.labels[3:8], case_id="c2003")
+    structures = {"obturator_internus": STRUCTURES["obturator_internus"]}
+    variants = make_variants(["oracle"], ["single", "per_component", "per_part"], [0])
+    result = run_zero_shot(Predictor(litemedsam), [case], structures, variants, progress=False)
+    dice = result.results.query("metric == 'dice'").set_index("prompt")["value"]
+    print(dice.round(3).to_dict())
+    assert dice["oracle_part_boxes"] > dice["oracle_box"] + 0.1
+    assert dice["oracle_part_boxes"] > dice["oracle_component_boxes"] + 0.2
+    table = component_vs_single(result.results).iloc[0]
+    assert table["part_gain"] == pytest.approx(dice["oracle_part_boxes"] - dice["oracle_box"])
+    errors = error_breakdown(result.predictions, [case], structures).set_index("prompt")
+    assert errors.loc["oracle_component_boxes", "concavity"] > 0.8
+    assert errors.loc["oracle_part_boxes", "concavity"] < errors.loc["oracle_component_boxes", "concavity"] - 0.3
