@@ -86,7 +86,9 @@ def solidity(mask: np.ndarray) -> float:
     return float(_check_mask(mask).sum() / max(int(hull.sum()), 1))
 
 
-def convex_parts(mask: np.ndarray, min_solidity: float = 0.8, max_depth: int = 3, min_pixels: int = 12) -> list[np.ndarray]:
+def convex_parts(
+    mask: np.ndarray, min_solidity: float = 0.8, max_depth: int = 3, min_pixels: int = 12
+) -> list[np.ndarray]:
     """Split each connected component into near-convex parts (at most ``2 ** max_depth`` per component).
 
     Why: a tight box around a crescent lies mostly over the crescent's hollow, and
@@ -109,7 +111,8 @@ def convex_parts(mask: np.ndarray, min_solidity: float = 0.8, max_depth: int = 3
         pieces = [first, part & ~first]
         if not all(piece.any() for piece in pieces):  # a median that cuts nothing off: stop here
             return [part]
-        return [sub for piece in pieces for component in connected_components(piece) for sub in split(component, depth + 1)]
+        return [sub for piece in pieces for component in connected_components(piece)
+                for sub in split(component, depth + 1)]
 
     if not 0.0 < min_solidity <= 1.0 or max_depth < 0 or min_pixels < 1:
         raise ValueError(f"need 0 < min_solidity <= 1, max_depth >= 0, min_pixels >= 1; got {min_solidity}, "

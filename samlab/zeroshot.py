@@ -5,8 +5,8 @@ the volume with its original spacing, Dice/HD95 in 3D), generalised to any
 prompt source (a label volume: ground truth = oracle, an nnU-Net prediction),
 box mode (one box, one box per connected component, one box per near-convex
 part of each component, one interior point per component) and isotropic box
-expansion. Every slice is encoded once; all prompt
-variants reuse the embedding (see :class:`samlab.models.EmbeddingCache`).
+expansion. Every slice is encoded once; all prompt variants reuse the embedding
+(see :class:`samlab.models.EmbeddingCache`).
 """
 from __future__ import annotations
 
@@ -41,7 +41,8 @@ class PromptVariant:
 
     @property
     def label(self) -> str:
-        form = {"single": "box", "per_component": "component_boxes", "per_part": "part_boxes", "point": "points"}[self.mode]
+        forms = {"single": "box", "per_component": "component_boxes", "per_part": "part_boxes", "point": "points"}
+        form = forms[self.mode]
         return f"{self.source}_{form}" + (f"+{self.expansion}px" if self.expansion else "")
 
 
