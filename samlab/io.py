@@ -28,6 +28,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        if os.path.isfile(tmp):
+            _apply_umask(Path(tmp))
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -43,3 +45,33 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 def write_json_atomic(path: str | os.PathLike, data: Any, **kwargs: Any) -> Path:
     kwargs.setdefault("indent", 2)
     return write_text_atomic(path, json.dumps(data, **kwargs) + "\n")
+
+
+class InputFileError(ValueError):
+    """A file the user gave cannot be read as what it should be; the message names the file first."""
+
+
+def _apply_umask(path: Path) -> None:
+    """``mkstemp`` creates files 0600; give outputs the mode a plain ``open`` would (0666 less the umask),
+    so collaborators on a shared cluster can read a run directory."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
+    """Read a JSON file; a missing or malformed file is an :class:`InputFileError` naming it and the problem.
+
+    The one JSON reader of the package: every "read a JSON the user or an earlier step wrote" goes
+    through here so that a broken file is reported with its path and the line/column of the error.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"{path}: {what} not found")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputFileError(f"{path}: {what} is not valid JSON (line {exc.lineno}, column {exc.colno}: "
+                             f"{exc.msg})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputFileError(f"{path}: {what} cannot be read ({exc})") from None
