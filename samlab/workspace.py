@@ -16,7 +16,6 @@ knows the folder layout::
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .io import write_json_atomic
+from .data.splits import read_splits_json
+from .io import read_json, write_json_atomic
 from .runner import resolve_run_dir
 
 
@@ -85,13 +85,13 @@ class RunDir:
                 f"{path} not found: run notebooks/01_data_curation.ipynb with run_dir={self.root} first "
                 "(or `samlab run params/quick.yaml`)"
             )
-        return json.loads(path.read_text())
+        return read_json(path, "run dataset record")
 
     def splits(self) -> dict[str, list[str]]:
         path = self.root / "curation" / "splits.json"
         if not path.is_file():
             raise MissingStageError(f"{path} not found: run notebooks/01_data_curation.ipynb with run_dir={self.root} first")
-        return json.loads(path.read_text())
+        return read_splits_json(path)
 
     def load_cases(self, split: str = "test", max_cases: int | None = None, clip_percentiles: bool = True) -> list:
         """Read the volumes of one split (``all`` = every case), intensity-prepared as MedSAM expects.
@@ -128,7 +128,7 @@ class RunDir:
         pointer = self.root / "nnunet" / "baseline.json"
         if not pointer.is_file():
             return {}
-        return read_prediction_volumes(json.loads(pointer.read_text())["predictions_dir"], case_ids)
+        return read_prediction_volumes(read_json(pointer, "nnU-Net baseline record")["predictions_dir"], case_ids)
 
     def structures(self) -> dict[str, tuple[int, ...]]:
         return {k: tuple(v) for k, v in self.dataset_info()["structures"].items()}
@@ -136,8 +136,9 @@ class RunDir:
 
 def default_structures(raw_dir: str | os.PathLike) -> dict[str, tuple[int, ...]]:
     """Evaluation structures of a raw dataset: ``samlab_structures`` in dataset.json if present,
-    else one structure per non-background label."""
-    meta = json.loads((Path(raw_dir) / "dataset.json").read_text())
+    else one structure per non-background label. A missing or malformed dataset.json is an
+    :class:`~samlab.io.InputFileError` naming the file (and the line and column of a JSON error)."""
+    meta = read_json(Path(raw_dir) / "dataset.json", "dataset.json")
     if "samlab_structures" in meta:
         return {k: tuple(int(v) for v in vals) for k, vals in meta["samlab_structures"].items()}
     labels = meta.get("labels", {})

@@ -16,6 +16,7 @@ import pytest
 import SimpleITK as sitk
 
 from samlab.baselines import nnunet as N
+from samlab.baselines.nnunet.pipeline import _write_splits_final as write_splits_final
 from samlab.data.phantom import STRUCTURES, write_phantom_dataset
 from samlab.results import COLUMNS
 
@@ -74,9 +75,17 @@ def test_export_layout_and_dataset_json(tiny_phantom, tmp_path):
 
 def test_export_reads_splits_json(tiny_phantom, tmp_path):
     path = tmp_path / "splits.json"
-    path.write_text(json.dumps({**SPLITS, "seed": 0}))
+    path.write_text(json.dumps(SPLITS))
     run = N.export_dataset(tiny_phantom, path, tmp_path / "work")
     assert run.export_manifest["splits"] == SPLITS
+    # read through samlab.data.splits like every other notebook: an unknown key or broken JSON names the file
+    path.write_text(json.dumps({**SPLITS, "holdout": ["pelvis_005"]}))
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))}: unknown split name\(s\) \['holdout'\]"):
+        N.export_dataset(tiny_phantom, path, tmp_path / "work2")
+    path.write_text('{"train": ["pelvis_000"],')
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))}: splits file is not valid JSON \(line 1"):
+        N.export_dataset(tiny_phantom, path, tmp_path / "work2")
+    assert not (tmp_path / "work2").exists()
 
 
 @pytest.mark.parametrize(
@@ -111,15 +120,15 @@ def test_export_rejects_bad_source(tmp_path, tiny_phantom):
 def test_splits_final_given_and_cv5(tiny_phantom, tmp_path):
     run = N.export_dataset(tiny_phantom, SPLITS, tmp_path / "work")
     with pytest.raises(FileNotFoundError, match="plan_and_preprocess"):
-        N._write_splits_final(run, N.get_profile("quick"))
+        write_splits_final(run, N.get_profile("quick"))
     run.preprocessed_dir.mkdir(parents=True)
     (run.preprocessed_dir / "nnUNetPlans.json").write_text("{}")
-    path = N._write_splits_final(run, N.get_profile("quick"))
+    path = write_splits_final(run, N.get_profile("quick"))
     assert json.loads(path.read_text()) == [
         {"train": ["pelvis_000", "pelvis_001", "pelvis_002"], "val": ["pelvis_003"]}
     ]
     with pytest.raises(ValueError, match="at least 5"):
-        N._write_splits_final(run, N.get_profile("quick", split="cv5", folds=[0, 1, 2, 3, 4]))
+        write_splits_final(run, N.get_profile("quick", split="cv5", folds=[0, 1, 2, 3, 4]))
 
 
 # ------------------------------------------------------------------------------------ profiles

@@ -381,3 +381,34 @@ def test_curation_reports_every_bad_case_and_writes_nothing(phantom, tmp_path):
     assert "pelvis_000.nii.gz" in msg and "pelvis_002_0000.nii.gz" in msg
     assert len(info.value.errors) == 2
     assert not (out / "manifest.csv").exists() and not (out / "splits.json").exists()
+
+
+# --------------------------------------------------------------------------- registry and dataset.json errors
+
+
+def test_malformed_dataset_json_names_file_line_and_column(phantom):
+    (phantom / "dataset.json").write_text('{"labels": {"background": 0\n "bladder": 1}}')
+    with pytest.raises(DataValidationError) as info:
+        read_raw_dataset(phantom)
+    assert info.value.path == phantom / "dataset.json"
+    assert str(info.value).startswith(f"{phantom / 'dataset.json'}: dataset.json is not valid JSON (line 2, column 2")
+
+
+def test_registry_picks_the_reader_from_the_path(pristine_phantom, prostate_slices_dir, tmp_path):
+    from samlab.data.readers import FORMATS, format_of, open_source
+
+    assert list(FORMATS) == ["nnunet_raw", "png_csv", "npz"]
+    assert format_of(pristine_phantom).name == "nnunet_raw"
+    assert open_source(pristine_phantom) == read_raw_dataset(pristine_phantom)
+    csv_list = prostate_slices_dir / "train_5shot.csv"
+    assert format_of(csv_list).name == "png_csv"
+    assert open_source(csv_list) == read_slice_list(csv_list)
+    case = make_phantom_case(1, shape=SHAPE, spacing=SPACING)
+    npz = tmp_path / "case_001.npz"
+    np.savez_compressed(npz, imgs=case.image, gts=case.labels, spacing=np.array(SPACING[::-1]))
+    volume = open_source(npz, label_map=LABELS)
+    assert isinstance(volume, Volume) and volume.spacing == SPACING
+    with pytest.raises(DataValidationError, match=r"no reader for this source \(readable: nnunet_raw"):
+        format_of(pristine_phantom / "labelsTr")  # a folder without dataset.json
+    with pytest.raises(DataValidationError, match="not found"):
+        open_source(tmp_path / "missing.npz")

@@ -1,5 +1,6 @@
 """The run-directory contract: notebook 01's outputs feed 02; notebook 03's predictions and boxes feed 02."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -8,7 +9,8 @@ import SimpleITK as sitk
 from samlab.baselines.nnunet import derive_boxes, load_boxes, write_boxes
 from samlab.data.curate import curate_nnunet_raw
 from samlab.data.phantom import STRUCTURES, write_phantom_dataset
-from samlab.workspace import MissingStageError, RunDir
+from samlab.io import InputFileError
+from samlab.workspace import MissingStageError, RunDir, default_structures
 from samlab.zeroshot import PromptVariant, _prompts_for, structure_mask
 
 
@@ -24,6 +26,24 @@ def curated_run(tmp_path):
 def test_missing_curation_names_the_notebook_to_run(tmp_path):
     with pytest.raises(MissingStageError, match="01_data_curation"):
         RunDir.at(tmp_path / "empty").load_cases("test")
+
+
+def test_malformed_json_inputs_name_the_file_line_and_column(curated_run, tmp_path):
+    """A broken dataset.json or splits.json is one line naming the file, not a bare JSONDecodeError."""
+    raw = tmp_path / "broken_raw"
+    raw.mkdir()
+    (raw / "dataset.json").write_text('{"labels": {"background": 0,\n "bladder": 1,}}')
+    with pytest.raises(InputFileError) as info:
+        default_structures(raw)
+    assert str(info.value).startswith(f"{raw / 'dataset.json'}: dataset.json is not valid JSON (line 2, column")
+    assert "\n" not in str(info.value)
+    splits = curated_run.root / "curation" / "splits.json"
+    splits.write_text('{"train": ["a"], "val": [], "test": [}')
+    with pytest.raises(InputFileError, match=rf"^{re.escape(str(splits))}: splits file is not valid JSON \(line 1"):
+        curated_run.splits()
+    splits.write_text('{"train": ["a"], "val": [], "test": [], "seed": 0}')
+    with pytest.raises(ValueError, match=r"unknown split name\(s\) \['seed'\]"):
+        curated_run.load_cases("test")
 
 
 def test_cases_of_a_split_are_read_and_clipped(curated_run):

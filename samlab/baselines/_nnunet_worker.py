@@ -5,10 +5,10 @@ Why a separate process: nnU-Net reads its folders (``nnUNet_raw``,
 (``nnUNet_def_n_proc``, ``nnUNet_n_proc_DA``) from the environment, some of them
 at import time, and its data loaders and exporters start child processes. Running
 every step in a fresh interpreter with the environment set by
-:mod:`samlab.baselines.nnunet` keeps the notebook's process clean, lets a killed
+:mod:`samlab.baselines.nnunet.pipeline` keeps the notebook's process clean, lets a killed
 step be resumed, and sends nnU-Net's own output to log files.
 
-Usage (done for you by :mod:`samlab.baselines.nnunet`, which starts it with
+Usage (done for you by :mod:`samlab.baselines.nnunet.pipeline`, which starts it with
 ``python -c "...import main; main()"`` so that nnU-Net's spawned pool workers do
 not re-import this module and torch)::
 
@@ -20,7 +20,7 @@ This module also defines :class:`nnUNetTrainerSamlab`, nnU-Net's own trainer wit
 a configurable schedule (epochs, iterations per epoch, learning rate, checkpoint
 interval) and atomic checkpoint writes. nnU-Net looks trainers up by class name;
 for inference it finds this one through the ``nnUNet_extTrainer`` folder that
-:mod:`samlab.baselines.nnunet` writes next to the run.
+:mod:`samlab.baselines.nnunet.export` writes next to the run.
 """
 from __future__ import annotations
 
@@ -36,6 +36,8 @@ import numpy as np
 import torch
 from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json, save_json
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from samlab.io import atomic_path, read_json, write_json_atomic
 
 #: Trainer attributes a schedule may set, with nnU-Net 2.8.1's defaults.
 SCHEDULE_DEFAULTS: dict[str, Any] = {
@@ -84,10 +86,10 @@ class nnUNetTrainerSamlab(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming conve
         A run killed while saving keeps its previous checkpoint instead of a
         truncated file that ``--c`` (resume) could not load.
         """
-        tmp = f"{filename}.tmp"
-        super().save_checkpoint(tmp)
-        if os.path.isfile(tmp):
-            os.replace(tmp, filename)
+        if self.local_rank != 0 or self.disable_checkpointing:
+            return  # nnU-Net's own save_checkpoint writes nothing in these cases either
+        with atomic_path(filename) as tmp:
+            super().save_checkpoint(str(tmp))
 
 
 def _seed(seed: int) -> None:
@@ -229,16 +231,13 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m samlab.baselines._nnunet_worker CONFIG.json", file=sys.stderr)
         return 2
     config_path = Path(argv[0])
-    cfg = json.loads(config_path.read_text())
+    cfg = read_json(config_path, "nnU-Net worker config")
     command = cfg.get("command")
     if command not in COMMANDS:
         print(f"unknown command {command!r} in {config_path}; expected one of {sorted(COMMANDS)}", file=sys.stderr)
         return 2
     result = COMMANDS[command](cfg)
-    out = config_path.with_name(config_path.stem + ".result.json")
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    os.replace(tmp, out)
+    write_json_atomic(config_path.with_name(config_path.stem + ".result.json"), result, default=str)
     return 0
 
 

@@ -13,16 +13,15 @@ on file-system order.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Callable, Hashable, Iterable, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence, TypeVar
 
 import numpy as np
 
-from samlab.io import write_json_atomic
+from samlab.io import read_json, write_json_atomic
 
 __all__ = [
     "SPLIT_NAMES",
@@ -37,6 +36,7 @@ __all__ = [
     "k_shot_splits",
     "write_splits_json",
     "read_splits_json",
+    "validate_splits",
 ]
 
 T = TypeVar("T")
@@ -281,23 +281,41 @@ def write_splits_json(splits: Mapping[str, Iterable[str]], path: str | os.PathLi
     return write_json_atomic(path, payload)
 
 
+def validate_splits(splits: Any, source: str = "splits") -> dict[str, list[str]]:
+    """Check a split mapping and return it as ``{"train": [...], "val": [...], "test": [...]}`` lists of ids.
+
+    The one definition of a valid split, for a ``splits.json`` and for a mapping a
+    caller passes in alike: exactly the three keys (an unknown key such as a
+    misspelt ``"valid"`` would otherwise silently drop its cases), each a list of
+    non-empty case-id strings, no case listed twice in one split or in two splits.
+    Errors name ``source`` (the file, for a file).
+    """
+    if not isinstance(splits, Mapping):
+        raise ValueError(f"{source}: expected a mapping with keys {list(SPLIT_NAMES)}, got {type(splits).__name__}")
+    missing = [k for k in SPLIT_NAMES if k not in splits]
+    if missing:
+        raise ValueError(f"{source} lacks key(s) {missing}; expected {list(SPLIT_NAMES)}")
+    unknown = sorted(str(k) for k in splits if k not in SPLIT_NAMES)
+    if unknown:
+        raise ValueError(f"{source}: unknown split name(s) {unknown}; expected exactly {list(SPLIT_NAMES)}")
+    seen: dict[str, str] = {}
+    for split in SPLIT_NAMES:
+        ids = splits[split]
+        if not isinstance(ids, (list, tuple)) or not all(isinstance(i, str) and i for i in ids):
+            raise ValueError(f"{source}[{split!r}] must be a list of case-id strings, got {ids!r}")
+        twice = sorted(i for i, n in Counter(ids).items() if n > 1)
+        if twice:
+            raise ValueError(f"{source}[{split!r}] lists case(s) twice: {twice}")
+        for cid in ids:
+            if cid in seen:
+                raise ValueError(f"{source}: case {cid!r} is in both {seen[cid]!r} and {split!r}")
+            seen[cid] = split
+    return {k: list(splits[k]) for k in SPLIT_NAMES}
+
+
 def read_splits_json(path: str | os.PathLike) -> dict[str, list[str]]:
-    """Read a splits file, checking it has exactly train/val/test lists and no case twice."""
+    """Read a splits file (see :func:`validate_splits`); a missing or malformed file names the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: splits file not found (run notebook 01 / curate first)")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON: {err}") from err
-    if not isinstance(data, dict) or set(data) != set(SPLIT_NAMES):
-        raise ValueError(f"{path}: expected keys {list(SPLIT_NAMES)}, got {list(data) if isinstance(data, dict) else type(data)}")
-    seen: dict[str, str] = {}
-    for split in SPLIT_NAMES:
-        if not isinstance(data[split], list):
-            raise ValueError(f"{path}: {split!r} must be a list")
-        for cid in data[split]:
-            if cid in seen:
-                raise ValueError(f"{path}: case {cid!r} is in both {seen[cid]!r} and {split!r}")
-            seen[cid] = split
-    return {k: [str(x) for x in data[k]] for k in SPLIT_NAMES}
+    return validate_splits(read_json(path, "splits file"), source=str(path))
