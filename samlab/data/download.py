@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from samlab.io import write_text_atomic
+
 __all__ = [
     "RemoteFile",
     "DatasetEntry",
@@ -193,10 +195,7 @@ def _recorded_sha256(path: Path) -> str | None:
 
 
 def _record_sha256(path: Path, digest: str) -> None:
-    side = _sidecar(path)
-    tmp = side.with_name(side.name + ".tmp")
-    tmp.write_text(f"{digest}  {path.name}\n")
-    os.replace(tmp, side)
+    write_text_atomic(_sidecar(path), f"{digest}  {path.name}\n")
 
 
 def verify_file(path: str | os.PathLike, remote: RemoteFile) -> str:
@@ -374,6 +373,8 @@ def download_file(
                             bar.update(len(block))
                 except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as err:
                     raise offline(f"connection lost after {part.stat().st_size} bytes: {err}") from err
+    # ``part`` is not a temporary file for atomic_path: it outlives a failed run so the next one can
+    # resume the download with an HTTP Range request; it is renamed only once verified.
     try:
         sha = verify_file(part, remote)
     except ChecksumError as err:
@@ -415,6 +416,7 @@ def extract_archive(archive: str | os.PathLike, dest_dir: str | os.PathLike) -> 
                     raise DownloadError(f"{archive}: unsafe member refused: {err}") from err
         else:
             raise DownloadError(f"{archive}: not a zip or tar archive")
+        # Whole extracted folders are moved, which atomic_path (single files) cannot do.
         for item in tmp.iterdir():
             target = dest_dir / item.name
             if target.exists():
@@ -453,7 +455,7 @@ def fetch_dataset(
     data = folder / entry.data_dir
     if extract and not data.exists():
         raise DownloadError(f"{data}: expected after extracting {[rf.filename for rf in entry.files]}, not found")
-    (folder / ".samlab_complete").write_text(entry.data_dir + "\n")
+    write_text_atomic(folder / ".samlab_complete", entry.data_dir + "\n")
     return data
 
 
