@@ -12,7 +12,7 @@ masks; components beyond ``max_components`` get no prompt and count as missed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -22,9 +22,11 @@ from tqdm.auto import tqdm
 from ..metrics import evaluate_masks
 from ..models import Embedding, Predictor
 from ..results import make_rows, to_frame
-from ..zeroshot import CaseLike
 from .models import ModelEntry
 from .simulate import PROMPT_KINDS, SELECTIONS, draw_prompts, prompt_label, prompt_rng, select_slices, select_union
+
+if TYPE_CHECKING:  # the one case Protocol (zeroshot's); a type only, so no import of a sibling notebook module
+    from ..zeroshot import CaseLike
 
 METHOD = "interactive"
 

@@ -2,7 +2,7 @@
 differences per structure (Figures 7/8 analogue), and the panels of a scripted session."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pandas as pd
@@ -11,10 +11,13 @@ from .session import InteractiveSegmenter, SegmentationState
 from .simulate import PROMPT_KINDS, SELECTIONS
 from .summary import difference_table, with_prompt_parts
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 __all__ = ["plot_prompt_comparison", "plot_difference_heatmap", "plot_session"]
 
 
-def plot_prompt_comparison(results: pd.DataFrame, metric: str = "dice"):
+def plot_prompt_comparison(results: pd.DataFrame, metric: str = "dice") -> Figure:
     """Figure-10 analogue: mean metric (95 % CI over measurements) per prompt kind, hue = selection rule."""
     import matplotlib.pyplot as plt
     import seaborn as sns
@@ -38,7 +41,7 @@ def plot_prompt_comparison(results: pd.DataFrame, metric: str = "dice"):
     return fig
 
 
-def plot_difference_heatmap(results: pd.DataFrame, metric: str = "dice"):
+def plot_difference_heatmap(results: pd.DataFrame, metric: str = "dice") -> Figure:
     """Figures-7/8 analogue: green = the first condition better, red = worse (mean paired difference)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
@@ -58,7 +61,8 @@ def plot_difference_heatmap(results: pd.DataFrame, metric: str = "dice"):
     return fig
 
 
-def plot_session(segmenter: InteractiveSegmenter, states: Sequence[SegmentationState], ncols: int = 4):
+def plot_session(segmenter: InteractiveSegmenter, states: Sequence[SegmentationState],
+                 ncols: int = 4) -> Figure:
     """One panel per step of a (scripted) session: image, ground truth (green), mask (orange), prompt."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle

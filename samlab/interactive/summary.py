@@ -130,8 +130,9 @@ def box_vs_point_tests(
     rows = []
     if set(PROMPT_KINDS) <= kinds:
         for entry in entries:
-            mine = results[results["backbone"] == entry.context["backbone"]]
-            mine = mine[(mine["scope"] == entry.context.get("scope", "")) & (mine["peft"] == entry.context.get("peft", ""))]
+            context = entry.context
+            mine = results[(results["backbone"] == context["backbone"]) & (results["scope"] == context.get("scope", ""))
+                           & (results["peft"] == context.get("peft", ""))]
             for rule in selections:
                 try:
                     row = compare(mine, "prompt", prompt_label("box_noisy", rule), prompt_label("point_deep", rule),

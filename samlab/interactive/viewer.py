@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
 from .session import InteractiveSegmenter, SegmentationState
+
+if TYPE_CHECKING:
+    import ipywidgets
 
 __all__ = ["widgets_available", "enable_widget_backend", "InteractiveViewer"]
 
@@ -167,7 +170,7 @@ class InteractiveViewer:
         self.state = state
         return state
 
-    def widget(self):
+    def widget(self) -> ipywidgets.VBox:
         """The assembled widget; the figure canvas is included when it is an ipympl widget."""
         import ipywidgets as W
 
