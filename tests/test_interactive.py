@@ -7,6 +7,7 @@ import os
 import types
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -14,6 +15,8 @@ from samlab import prompts as P
 from samlab.data.phantom import STRUCTURES, make_phantom_case
 from samlab.interactive import (
     Action,
+    box_vs_point_tests,
+    summarize,
     InteractiveSegmenter,
     InteractiveViewer,
     decode_all_outputs,
@@ -38,6 +41,7 @@ from samlab.interactive import (
 from samlab.metrics import dice
 from samlab.models import EmbeddingCache, Predictor
 from samlab.models.registry import CheckpointError
+from samlab.interactive.summary import TEST_COLUMNS
 from samlab.results import COLUMNS
 
 
@@ -379,3 +383,92 @@ def test_finetuned_checkpoint_round_trip(tmp_path, predictor, case):
         load_finetuned("litemedsam-decoder-lora", tmp_path / "auto.pt")
     with pytest.raises(CheckpointError, match="not litemedsam-decoder-adapter"):
         load_finetuned("litemedsam-decoder-adapter", path)
+
+
+# --------------------------------------------------------------------------- tables and tests on the results
+
+
+def _synthetic_results(box_minus_point: dict[tuple[str, str], np.ndarray]) -> pd.DataFrame:
+    """Tidy interactive rows: per (model key, rule), point Dice varies by subject, box = point + the given gap."""
+    from samlab.results import make_rows, to_frame
+
+    rows = []
+    for (key, rule), gaps in box_minus_point.items():
+        backbone, _, rest = key.partition("-")
+        scope, _, peft = rest.rpartition("-")
+        for i, gap in enumerate(gaps):
+            point = 0.1 + 0.05 * i
+            for kind, value in (("point_deep", point), ("box_noisy", point + gap)):
+                rows += make_rows({"dataset": "phantom", "subject": f"case{i}", "slice": 3, "structure": "bladder",
+                                   "method": "interactive", "prompt": prompt_label(kind, rule), "seed": 0,
+                                   "backbone": backbone, "scope": scope, "peft": peft, "init": "pretrained"},
+                                  {"dice": value})
+    return to_frame(rows)
+
+
+def test_box_vs_point_tests_one_row_per_model_and_rule(capsys):
+    rng = np.random.default_rng(0)
+    gaps = {("litemedsam", "single"): 0.6 + 0.01 * rng.standard_normal(8),
+            ("litemedsam", "oracle"): 0.3 + 0.01 * rng.standard_normal(8),
+            # same backbone, fine-tuned: must be tested apart from the released weights
+            ("litemedsam-decoder-lora", "single"): -0.05 + 0.01 * rng.standard_normal(8)}
+    results = _synthetic_results(gaps)
+    def entry(label, **context):  # the tests read only the label and the results columns, not the predictor
+        return ModelEntry(label, None, {"init": "pretrained", **context})  # type: ignore[arg-type]
+
+    entries = [entry("litemedsam", backbone="litemedsam"),
+               entry("litemedsam-decoder-lora", backbone="litemedsam", scope="decoder", peft="lora"),
+               entry("sam_vit_b", backbone="sam_vit_b")]
+    table = box_vs_point_tests(results, entries, selections=("single", "oracle"), seed=0)
+    assert list(table.columns) == TEST_COLUMNS
+    # rules a model has no rows for, and a model without rows, are left out with the reason printed
+    assert list(zip(table["model"], table["selection"])) == [("litemedsam", "single"), ("litemedsam", "oracle"),
+                                                              ("litemedsam-decoder-lora", "single")]
+    printed = capsys.readouterr().out
+    assert "litemedsam-decoder-lora oracle: no test" in printed and "sam_vit_b single: no test" in printed
+    for row in table.itertuples():
+        expected = gaps[(row.model, row.selection)]
+        assert row.n == 8
+        assert row.mean_diff == pytest.approx(expected.mean())
+        assert row.ci_low <= row.mean_diff <= row.ci_high
+    assert table.set_index(["model", "selection"]).loc[("litemedsam", "single"), "p"] < 0.01
+    # without point prompts there is nothing to test
+    boxes_only = results[results["prompt"].str.startswith("box_noisy")]
+    assert box_vs_point_tests(boxes_only, entries, verbose=False).empty
+
+
+def test_summarize_names_fine_tuned_models_and_orders_rules():
+    results = _synthetic_results({("litemedsam", "oracle"): np.full(3, 0.5),
+                                  ("litemedsam", "single"): np.full(3, 0.5),
+                                  ("litemedsam-decoder-lora", "confidence"): np.full(3, 0.2)})
+    table = summarize(results)
+    assert list(table.columns) == ["single", "confidence", "oracle"]  # the order of SELECTIONS, not of the rows
+    assert set(table.index) == {(m, k) for m in ("litemedsam", "litemedsam-decoder-lora")
+                                for k in ("point_deep", "box_noisy")}
+    # point Dice of the three subjects: 0.10, 0.15, 0.20 -> mean 0.150, sd 0.050; box = point + 0.5
+    assert table.loc[("litemedsam", "box_noisy"), "single"] == "0.650 ± 0.050"
+    assert table.loc[("litemedsam-decoder-lora", "point_deep"), "confidence"] == "0.150 ± 0.050"
+
+
+def test_package_files_import_downwards_only():
+    """simulate < models < evaluate < summary < session < viewer < plots; nothing else in samlab imports them."""
+    import ast
+    from pathlib import Path
+
+    import samlab
+
+    root = Path(samlab.__file__).parent
+    order = ["simulate", "models", "evaluate", "summary", "session", "viewer", "plots"]
+    for position, name in enumerate(order):
+        path = root / "interactive" / f"{name}.py"
+        assert len(path.read_text().splitlines()) < 600, f"{path} has grown past 600 lines"
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                sibling = (node.module or "").split(".")[0]
+                assert sibling in order[:position], f"{path}: imports .{sibling}, which is not below {name}"
+    for path in root.rglob("*.py"):
+        if "interactive" in path.relative_to(root).parts:
+            continue
+        text = path.read_text()
+        for spelling in ("samlab.interactive", "from .interactive", "from ..interactive"):
+            assert spelling not in text, f"{path} imports the interactive package from below ({spelling!r})"
