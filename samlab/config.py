@@ -212,7 +212,7 @@ class InteractiveParams(_Params):
 
 
 class StatisticsParams(_Params):
-    """Notebook 07: paired statistics and every figure/table from tidy results (samlab.figures).
+    """Notebook 07: paired statistics and every figure/table from tidy results (samlab.report).
 
     ``seed`` seeds the bootstrap. ``source_run_dir`` exists because the runner gives every
     profile its own run directory: a figures-only profile (params/figures.yaml) runs in

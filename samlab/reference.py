@@ -43,7 +43,7 @@ _HD95 = {
 }
 
 
-def pelvic_table1() -> pd.DataFrame:
+def paper_pelvic_table1() -> pd.DataFrame:
     """The paper's Table 1 as tidy rows: metric, structure, model, prompt, mean, sd."""
     records = []
     for metric, table in (("dice", _DICE), ("hd95", _HD95)):
@@ -58,7 +58,7 @@ def pelvic_table1() -> pd.DataFrame:
 
 def pelvic_table1_wide(metric: str = "dice") -> pd.DataFrame:
     """Table 1 laid out as in the paper: structures x (model, prompt), cells ``mean ± sd``."""
-    frame = pelvic_table1()
+    frame = paper_pelvic_table1()
     frame = frame[frame["metric"] == metric].copy()
     frame["cell"] = [f"{m:.2f} ± {s:.2f}" for m, s in zip(frame["mean"], frame["sd"])]
     wide = frame.pivot(index="structure", columns=["model", "prompt"], values="cell")

@@ -31,13 +31,20 @@ def structure_colors(names: Sequence[str]) -> dict[str, tuple[float, float, floa
 
 
 def save_figure(fig: plt.Figure, path: str | os.PathLike, formats: Sequence[str] = ("png", "pdf"), dpi: int = 120) -> list[Path]:
-    """Save one figure in several formats (same stem); returns the written paths."""
+    """Save one figure in several formats (same stem), each written atomically; returns the written paths.
+
+    Why atomic (:func:`samlab.io.atomic_path`): reruns overwrite the previous figures; an
+    interrupted run must leave either the old or the new file, never a truncated PDF that a
+    paper build would pick up.
+    """
+    from .io import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     written = []
     for fmt in formats:
         target = path.with_suffix(f".{fmt}")
-        fig.savefig(target, dpi=dpi, bbox_inches="tight")
+        with atomic_path(target) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
         written.append(target)
     return written
 
@@ -154,7 +161,7 @@ def plot_structure_bars(frame: pd.DataFrame, metric: str = "dice", hue: str = "p
 # --------------------------------------------------------------------------- study figures (notebook 07)
 import warnings  # noqa: E402
 
-# Added for samlab.figures: every function below draws from *precomputed* tables (means, CIs,
+# Added for samlab.report: every function below draws from *precomputed* tables (means, CIs,
 # comparison rows), so a figure always shows exactly the numbers of the table written beside it.
 
 #: Colour of the fine-tuning scope, as in the 18-configuration paper's Figure 4 (decoder warm, En/Decoder
@@ -165,21 +172,8 @@ METHOD_HATCH = {"vanilla": "", "adapter": "//", "lora": ".."}
 
 def save_figure_atomic(fig: plt.Figure, path: str | os.PathLike, formats: Sequence[str] = ("png", "pdf"),
                        dpi: int = 150) -> list[Path]:
-    """Like :func:`save_figure`, but each file is written to a temporary name and then renamed.
-
-    Why: ``make figures`` overwrites the previous figures; an interrupted run must leave either
-    the old or the new file, never a truncated PDF that a paper build would pick up.
-    """
-    from .io import atomic_path
-
-    path = Path(path)
-    written = []
-    for fmt in formats:
-        target = path.with_suffix(f".{fmt}")
-        with atomic_path(target) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
-        written.append(target)
-    return written
+    """:func:`save_figure` at the report's resolution (150 dpi); kept for callers of the old name."""
+    return save_figure(fig, path, formats, dpi)
 
 
 def condition_colors(labels: Sequence[str]) -> dict[str, tuple[float, float, float]]:
@@ -241,7 +235,7 @@ def _metric_label(metric: str) -> str:
     return {"dice": "Dice", "hd95": "HD95 (mm)", "nsd": "NSD", "iou": "IoU"}.get(metric, metric)
 
 
-def plot_grid_bars(summary: pd.DataFrame, metric: str = "dice", reference: Mapping[str, float] | None = None,
+def plot_grid_summary_bars(summary: pd.DataFrame, metric: str = "dice", reference: Mapping[str, float] | None = None,
                    backbone_order: Sequence[str] | None = None, backbone_names: Mapping[str, str] | None = None,
                    title: str = "", ci_label: str = "95 % CI") -> plt.Figure:
     """The fine-tuning grid as grouped bars (18-configuration paper, Figure 4, middle).

@@ -1,4 +1,4 @@
-"""samlab.figures: tables, comparisons and figures built from synthetic tidy results with known answers."""
+"""samlab.report: tables, comparisons and figures built from synthetic tidy results with known answers."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ import scipy.stats
 from statsmodels.stats.multitest import multipletests
 
 from samlab.config import StatisticsParams
-from samlab.figures import (
+from samlab.report import (
     MEAN_ROW,
     Comparison,
     condition_label,
@@ -397,7 +397,7 @@ def test_corrupt_results_file_is_named(tmp_path):
 def test_report_holds_every_table_and_figure_the_results_allow(tmp_path):
     import matplotlib.pyplot as plt
 
-    from samlab.figures import build_report
+    from samlab.report import build_report
 
     _synthetic_study(tmp_path / "results", n_subjects=4, backbones=("vit_b",))
     params = StatisticsParams(n_resamples=200, parameter_table=False, metrics=["dice", "hd95"])
@@ -470,7 +470,7 @@ def test_statistics_params_validate():
 
 @pytest.mark.slow
 def test_parameter_table_matches_the_papers_table3_counts(tmp_path):
-    from samlab.figures import parameter_table
+    from samlab.report import table3_parameters as parameter_table
 
     cache = tmp_path / "table3.json"
     table = parameter_table(cache).set_index("config")
