@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..stats import DEFAULT_ON, adjust_rows, correct_quickly, p_to_stars, pair_up, test_row
+from ..stats import DEFAULT_MIN_N, DEFAULT_ON, adjust_rows, correct_quickly, pair_up, row_stars, test_row
 from .conditions import (CONDITION_COLUMNS, LEVELS, LOWER_IS_BETTER, MEAN_ROW, PELVIC_BACKBONES, _DEFAULT_INITS,
                          condition_key, condition_label, conditions, level_of, mean_metric, select)
 
@@ -211,6 +211,7 @@ def paired_comparison(
     seed: int = 0,
     unmatched: str = "raise",
     structure_mean: bool = True,
+    min_n: int = DEFAULT_MIN_N,
 ) -> tuple[pd.DataFrame, list[str]]:
     """Paired comparison of two conditions per metric and structure (plus the mean over structures).
 
@@ -221,8 +222,10 @@ def paired_comparison(
     per-structure row is the subject in 3D and the slice in 2D (the 18-config paper's per-image
     protocol), column ``unit``. Each row carries both tests, their Holm/BH adjustment over the
     structures of that metric and level, and ``p``/``significant``/``stars`` from the chosen
-    ``test`` and ``correction``. Structures with fewer than 2 complete pairs are left out
-    (noted). The ``(mean)`` row tests each subject's mean over structures (and slices): one
+    ``test`` and ``correction``, and ``test`` naming the test behind ``p``. Rows with fewer
+    than ``min_n`` pairs are reported (n, difference, effect sizes, CI) but not tested: p NaN,
+    no star, not significant (:func:`samlab.stats.paired_test`). Structures with fewer than 2
+    complete pairs (no CI either) are left out (noted). The ``(mean)`` row tests each subject's mean over structures (and slices): one
     hypothesis with the subject as the unit (adjusted = raw).
     """
     if unmatched not in ("raise", "intersect"):
@@ -279,7 +282,7 @@ def paired_comparison(
                     continue
                 rows.append({"metric": metric, "level": level, "structure": structure, "unit": unit,
                              **test_row(sub["value_a"].to_numpy(), sub["value_b"].to_numpy(), n_resamples,
-                                         confidence, seed)})
+                                         confidence, seed, test, min_n)})
             if not rows:
                 continue
             table = pd.DataFrame(rows)
@@ -291,7 +294,7 @@ def paired_comparison(
             if structure_mean and (table["structure"].nunique() > 1 or unit == "slice") and len(means) >= 2:
                 mean_row = pd.DataFrame([{"metric": metric, "level": level, "structure": MEAN_ROW, "unit": "subject",
                                           **test_row(means["value_a"].to_numpy(), means["value_b"].to_numpy(),
-                                                      n_resamples, confidence, seed)}])
+                                                      n_resamples, confidence, seed, test, min_n)}])
                 adjust_rows(mean_row)
                 table = pd.concat([table, mean_row], ignore_index=True)
             tables.append(table)
@@ -303,8 +306,8 @@ def paired_comparison(
     key = "t" if test == "ttest" else "w"
     out["p_is"] = f"p_{key}_{'holm' if correction == 'holm' else 'bh'}"
     out["p"] = out[out["p_is"].iloc[0]]
-    out["significant"] = out["p"] <= alpha
-    out["stars"] = [p_to_stars(p) for p in out["p"]]
+    out["significant"] = (out["p"] <= alpha) & out["tested"]
+    out["stars"] = [row_stars(p, tested) for p, tested in zip(out["p"], out["tested"])]
     lower = out["metric"].isin(LOWER_IS_BETTER)
     a_better = np.where(lower, out["mean_diff"] < 0, out["mean_diff"] > 0)
     out["better"] = np.where(out["significant"], np.where(a_better, "a", "b"), "")
@@ -313,7 +316,8 @@ def paired_comparison(
 
 def run_comparisons(frame: pd.DataFrame, plan: Sequence[Comparison], *, metrics: Sequence[str] | None = None,
                     test: str = "ttest", correction: str = "holm", alpha: float = 0.05, n_resamples: int = 10000,
-                    confidence: float = 0.95, seed: int = 0, unmatched: str = "skip") -> tuple[pd.DataFrame, list[str]]:
+                    confidence: float = 0.95, seed: int = 0, unmatched: str = "skip",
+                    min_n: int = DEFAULT_MIN_N) -> tuple[pd.DataFrame, list[str]]:
     """Run a comparison plan; refused comparisons are skipped with a note naming the reason.
 
     Adds family-wise adjusted p-values (``p_family_holm``, ``p_family_bh``, of the chosen test)
@@ -329,7 +333,7 @@ def run_comparisons(frame: pd.DataFrame, plan: Sequence[Comparison], *, metrics:
             table, extra = paired_comparison(
                 frame, comp.a, comp.b, metrics, label_a=comp.label_a, label_b=comp.label_b, test=test,
                 correction=correction, alpha=alpha, n_resamples=n_resamples, confidence=confidence, seed=seed,
-                unmatched="raise" if unmatched == "skip" else "intersect")
+                unmatched="raise" if unmatched == "skip" else "intersect", min_n=min_n)
         except ValueError as exc:
             notes.append(f"skipped [{comp.family}] {comp.name}: {exc}")
             continue

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..io import read_json, write_json_atomic
-from ..stats import bootstrap_ci, pair_up, paired_test, quiet
+from ..stats import DEFAULT_MIN_N, bootstrap_ci, pair_up, paired_test, quiet
 from .conditions import (CONDITION_COLUMNS, GRID_LEVELS, MEAN_ROW, PAPER_RECOMMENDATIONS, PELVIC_LEVELS,
                          _DEFAULT_INITS, at_level, condition_label, conditions, level_of, mean_metric, select,
                          subject_means)
@@ -171,7 +171,7 @@ def _scenarios(frame: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame, str]]:
 
 
 def recommendations(frame: pd.DataFrame, metric: str = "dice", alpha: float = 0.05, confidence: float = 0.95,
-                    n_resamples: int = 10000, seed: int = 0) -> tuple[pd.DataFrame, list[str]]:
+                    n_resamples: int = 10000, seed: int = 0, min_n: int = DEFAULT_MIN_N) -> tuple[pd.DataFrame, list[str]]:
     """A Table-4-style "which configuration should I use" table, derived from the results.
 
     Per scenario (zero-shot, single dataset, each few-shot k, each interactive prompt type —
@@ -180,7 +180,8 @@ def recommendations(frame: pd.DataFrame, metric: str = "dice", alpha: float = 0.
     for the rest as in the 18-config study, else whichever level exists — column ``level``),
     the candidate with the highest mean, its bootstrap CI over subjects, the
     runner-up, and a paired t-test of best vs runner-up on the subjects both have (a "best"
-    that is not significantly better than the runner-up is a tie, and the table says so).
+    that is not significantly better than the runner-up is a tie, and the table says so; with fewer
+    than ``min_n`` subjects the pair is not tested).
     nnU-Net's mean in the same scenario is shown for reference; the paper's recommendation
     is shown beside ours, never used to choose.
     """
@@ -201,7 +202,7 @@ def recommendations(frame: pd.DataFrame, metric: str = "dice", alpha: float = 0.
         record: dict[str, Any] = {
             "scenario": scenario, "source": source, "metric": metric, "level": level, "candidates": len(ranking),
             "best": best, "mean": float(best_row["mean"]), "ci_low": low, "ci_high": high, "n": int(best_row["count"]),
-            "runner_up": "", "runner_up_mean": np.nan, "diff": np.nan, "p_vs_runner_up": np.nan, "verdict": "only candidate",
+            "runner_up": "", "runner_up_mean": np.nan, "diff": np.nan, "p_vs_runner_up": np.nan, "test": "", "verdict": "only candidate",
         }
         if len(ranking) > 1:
             second = ranking.index[1]
@@ -211,9 +212,13 @@ def recommendations(frame: pd.DataFrame, metric: str = "dice", alpha: float = 0.
                 pairs = pair_up(means[means["label"].isin([best, second])], "label", best, second,
                                 on=["dataset", "subject"])
                 with quiet():
-                    res = paired_test(pairs["value_a"], pairs["value_b"], "ttest", nan_policy="omit")
+                    res = paired_test(pairs["value_a"], pairs["value_b"], "ttest", nan_policy="omit", min_n=min_n)
                 record["p_vs_runner_up"] = res["p"]
-                record["verdict"] = "best" if res["p"] <= alpha else "tie (not significantly better than the runner-up)"
+                record["test"] = res["test_used"]
+                if not res["tested"]:
+                    record["verdict"] = f"untested: {res['n']} subject(s) < {min_n}"
+                else:
+                    record["verdict"] = "best" if res["p"] <= alpha else "tie (not significantly better than the runner-up)"
             except ValueError as exc:  # unmatched subjects, or fewer than 2 pairs
                 record["verdict"] = "untested (see notes.txt)"
                 notes.append(f"recommendations [{scenario}]: best vs runner-up not tested: {exc}")

@@ -43,13 +43,13 @@ def _statistics(frame: pd.DataFrame, params: Any, report: Report, say: Any) -> t
     report.notes += notes
     comparisons, notes = run_comparisons(frame, plan, metrics=params.metrics, test=params.test,
                                          correction=params.correction, alpha=params.alpha,
-                                         unmatched=params.unmatched, **kwargs)
+                                         unmatched=params.unmatched, min_n=params.min_n, **kwargs)
     report.notes += notes
     ran = comparisons["comparison"].nunique() if len(comparisons) else 0
     say(f"[figures] {len(plan)} comparison(s) planned, {ran} run")
     summary = condition_summary(frame, params.metrics, **kwargs)
     rank_metric = "dice" if "dice" in set(frame["metric"]) else str(frame["metric"].iloc[0])
-    table4, notes = recommendations(frame, rank_metric, alpha=params.alpha, **kwargs)
+    table4, notes = recommendations(frame, rank_metric, alpha=params.alpha, min_n=params.min_n, **kwargs)
     report.notes += notes
     return comparisons, summary, table4, plan
 
