@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..stats import DEFAULT_MIN_N, DEFAULT_ON, adjust_rows, correct_quickly, pair_up, row_stars, test_row
-from .conditions import (CONDITION_COLUMNS, LEVELS, LOWER_IS_BETTER, MEAN_ROW, PELVIC_BACKBONES, _DEFAULT_INITS,
+from .conditions import (CONDITION_COLUMNS, LEVELS, MATCH_COLUMNS, LOWER_IS_BETTER, MEAN_ROW, PELVIC_BACKBONES, _DEFAULT_INITS,
                          condition_key, condition_label, conditions, level_of, mean_metric, select)
 
 # =========================================================================== comparisons
@@ -48,7 +48,7 @@ class Comparison:
 def _find(conds: Sequence[Mapping[str, Any]], base: Mapping[str, Any], **changes: Any) -> dict[str, Any] | None:
     target = {**base, **changes}
     for cond in conds:
-        if all(cond[c] == target[c] for c in CONDITION_COLUMNS):
+        if all(cond[c] == target[c] for c in MATCH_COLUMNS):
             return dict(cond)
     return None
 
@@ -169,7 +169,7 @@ def plan_comparisons(frame: pd.DataFrame) -> tuple[list[Comparison], list[str]]:
             plan.append(Comparison("interactive: fine-tuned vs off-the-shelf (18-config Fig. 10)", c, p))
     prompt_groups: dict[tuple, list[dict[str, Any]]] = {}
     for c in it:
-        prompt_groups.setdefault(tuple(c[k] for k in CONDITION_COLUMNS if k != "prompt"), []).append(c)
+        prompt_groups.setdefault(tuple(c[k] for k in MATCH_COLUMNS if k != "prompt"), []).append(c)
     for members in prompt_groups.values():
         for first, second in itertools.combinations(sorted(members, key=lambda c: c["prompt"]), 2):
             if _differ_in_one_part(first["prompt"], second["prompt"]):

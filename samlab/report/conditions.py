@@ -8,6 +8,7 @@ and which *condition* a row belongs to (:data:`CONDITION_COLUMNS`, :func:`condit
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -27,7 +28,11 @@ RESULT_FILES: dict[str, str] = {
 }
 
 #: What identifies one condition (a "method" in the broad sense) in the results; ``source`` is the file stem.
-CONDITION_COLUMNS: tuple[str, ...] = ("source", "method", "backbone", "scope", "peft", "init", "prompt", "shots")
+#: ``mode`` is a function of method and prompt (:func:`samlab.results.derive_mode`): carried so that titles can
+#: say it, but never a reason for two conditions not to match (see :data:`MATCH_COLUMNS`).
+CONDITION_COLUMNS: tuple[str, ...] = ("source", "method", "backbone", "scope", "peft", "recipe", "init", "prompt",
+                                      "mode", "shots")
+MATCH_COLUMNS: tuple[str, ...] = tuple(c for c in CONDITION_COLUMNS if c != "mode")
 
 #: Metrics where a smaller value is better (the rest: larger is better).
 LOWER_IS_BETTER = frozenset({"hd95", "assd"})
@@ -42,6 +47,8 @@ PAPER_RECOMMENDATIONS: dict[str, str] = {
     "few-shot": "ViT-B + En/Decoder + Adapter",
     "prompt-based": "ViT-T + En/Decoder + Adapter",
 }
+#: What the paper's recommendations rest on (named beside ours; only the pattern is comparable to a phantom).
+PAPER_RECOMMENDATIONS_DATA = "paper: the 18-configuration study's real datasets (Gu et al.)"
 
 _BACKBONE_NAMES = {
     "vit_h": "ViT-H", "vit_b": "ViT-B", "vit_l": "ViT-L", "vit_t": "ViT-T", "litemedsam": "LiteMedSAM",
@@ -53,6 +60,66 @@ _BACKBONE_ORDER = ("vit_t", "vit_b", "vit_l", "vit_h")  # encoder depth 4 / 12 /
 _DEFAULT_INITS = ("", "pretrained", "sam")
 _NO_PROMPT = ("", "none")
 MEAN_ROW = "(mean)"
+
+#: How a reader names a structure where it differs from ``structure.replace("_", " ")``.
+STRUCTURE_NAMES: dict[str, str] = {"neurovascular_bundle": "neurovascular bundle", MEAN_ROW: "mean over structures"}
+_PROMPT_SOURCES = {"oracle": "oracle", "nnunet": "nnU-Net", "gt": "ground-truth"}
+
+
+def structure_name(structure: str) -> str:
+    """``obturator_internus`` -> ``obturator internus``."""
+    return STRUCTURE_NAMES.get(structure, str(structure).replace("_", " "))
+
+
+def prompt_name(prompt: str) -> str:
+    """A readable prompt: ``oracle_box+5px`` -> ``oracle box +5 px``, ``nnunet_part_boxes`` -> ``nnU-Net box per
+    convex part``, ``oracle_box_exp5`` -> ``oracle box +5 px``, ``box_noisy|oracle`` -> ``noisy box | oracle``."""
+    if prompt in _NO_PROMPT:
+        return "no prompt"
+    parts = []
+    for part in str(prompt).split("|"):
+        text = re.sub(r"_exp(\d+)$", r"+\1px", part)
+        text = re.sub(r"\+(\d+)px", r" +\1 px", text)
+        text = text.replace("_component_boxes", " box per component").replace("_part_boxes", " box per convex part")
+        words = text.split("_")
+        if len(words) == 2 and words[1] in ("noisy", "tight", "jittered"):  # box_noisy -> noisy box
+            words = words[::-1]
+        parts.append(" ".join(_PROMPT_SOURCES.get(w, w) for w in words))
+    return " | ".join(parts)
+
+
+def is_phantom(dataset: str) -> bool:
+    """Whether a dataset name is the synthetic phantom (``PelvisPhantom``…): its numbers are not the paper's data."""
+    return "phantom" in str(dataset).lower()
+
+
+def data_description(rows: pd.DataFrame, unit: str = "volumes") -> str:
+    """``"PelvisPhantom (synthetic phantom), n = 6 volumes"`` from the rows a table or figure shows."""
+    if rows is None or rows.empty:
+        return "no data"
+    names = [str(d) for d in pd.unique(rows["dataset"])]
+    kinds = ["synthetic phantom" if is_phantom(d) else "real" for d in names]
+    n = rows.groupby(["dataset", "subject"]).ngroups
+    return ", ".join(f"{d} ({k})" for d, k in zip(names, kinds)) + f", n = {n} {unit}"
+
+
+def modes_text(rows: pd.DataFrame) -> str:
+    """``"box prompts"`` / ``"automatic (no prompt)"`` / ``"box and point prompts"``: the ``mode`` of the rows."""
+    if rows is None or rows.empty or "mode" not in rows:
+        return "mode unknown"
+    names = {"automatic": "automatic (no prompt)", "box": "box prompts", "point": "point prompts", "none": "no prompt"}
+    modes = [str(m) for m in pd.unique(rows["mode"])]
+    if set(modes) <= {"box", "point"} and len(modes) == 2:
+        return "box and point prompts"
+    return " and ".join(names.get(m, m) for m in modes)
+
+
+def recipe_text(rows: pd.DataFrame) -> str:
+    """``"recipe paper_adam"`` when the rows name a training recipe, else ``""``."""
+    if rows is None or rows.empty or "recipe" not in rows:
+        return ""
+    recipes = [str(r) for r in pd.unique(rows["recipe"]) if str(r)]
+    return ("recipe " + " / ".join(recipes)) if recipes else ""
 
 #: Evaluation levels: 3D rows (``slice == -1``, one per subject: the pelvic study's unit) and 2D rows
 #: (``slice >= 0``, one per image: the 18-configuration study's unit). A notebook may write both for
@@ -147,7 +214,7 @@ def conditions(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def condition_label(cond: Mapping[str, Any], with_shots: bool = True) -> str:
-    """A readable name: "LiteMedSAM + oracle_box", "ViT-B + En/Decoder + LoRA", "nnU-Net (2d)", "… k=5"."""
+    """A readable name: "LiteMedSAM + oracle box +5 px", "ViT-B + En/Decoder + LoRA", "nnU-Net (2d)", "… k=5"."""
     method = str(cond.get("method", ""))
     backbone = str(cond.get("backbone", ""))
     name = _BACKBONE_NAMES.get(backbone, backbone)
@@ -156,7 +223,7 @@ def condition_label(cond: Mapping[str, Any], with_shots: bool = True) -> str:
     if method == "nnunet":
         label = "nnU-Net" + (f" ({backbone})" if backbone else "")
     elif method == "zero_shot" or (not cond.get("scope") and not cond.get("peft")):
-        label = " + ".join(p for p in (name or method, prompt if prompt not in _NO_PROMPT else "") if p)
+        label = " + ".join(p for p in (name or method, prompt_name(prompt) if prompt not in _NO_PROMPT else "") if p)
         if init == "random":
             label += " [random init]"
     else:
@@ -165,7 +232,9 @@ def condition_label(cond: Mapping[str, Any], with_shots: bool = True) -> str:
         parts += [_PEFT_NAMES.get(str(cond.get("peft", "")), str(cond.get("peft", "")))]
         label = " + ".join(p for p in parts if p)
         if prompt not in _NO_PROMPT:
-            label += f" ({prompt})"
+            label += f" ({prompt_name(prompt)})"
+    if cond.get("recipe"):
+        label += f" [{cond['recipe']}]"
     shots = int(cond.get("shots", -1))
     if with_shots and shots > 0:
         label += f" k={shots}"
@@ -187,8 +256,9 @@ def select(frame: pd.DataFrame, condition: Mapping[str, Any]) -> pd.DataFrame:
         mask &= (frame[column] == value).to_numpy()
     rows = frame[mask]
     if len(rows) and rows["seed"].nunique() > 1:
-        keys = [c for c in rows.columns if c not in ("seed", "value")]
-        rows = rows.groupby(keys, sort=False, dropna=False)["value"].mean().reset_index().assign(seed=-1)
+        keys = [c for c in rows.columns if c not in ("seed", "value", "empty_prediction")]
+        agg = {"value": "mean", **({"empty_prediction": "max"} if "empty_prediction" in rows.columns else {})}
+        rows = rows.groupby(keys, sort=False, dropna=False).agg(agg).reset_index().assign(seed=-1)
     return rows
 
 

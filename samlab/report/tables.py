@@ -15,9 +15,10 @@ import pandas as pd
 
 from ..io import read_json, write_json_atomic
 from ..stats import DEFAULT_MIN_N, bootstrap_ci, pair_up, paired_test, quiet
-from .conditions import (CONDITION_COLUMNS, GRID_LEVELS, MEAN_ROW, PAPER_RECOMMENDATIONS, PELVIC_LEVELS,
-                         _DEFAULT_INITS, at_level, condition_label, conditions, level_of, mean_metric, select,
-                         subject_means)
+from .conditions import (CONDITION_COLUMNS, GRID_LEVELS, MEAN_ROW, PAPER_RECOMMENDATIONS, PAPER_RECOMMENDATIONS_DATA,
+                         PELVIC_LEVELS,
+                         _DEFAULT_INITS, at_level, condition_label, conditions, data_description, is_phantom,
+                         level_of, mean_metric, modes_text, prompt_name, recipe_text, select, subject_means)
 
 def _ci(values: np.ndarray, confidence: float, n_resamples: int, seed: int) -> tuple[float, float]:
     values = values[np.isfinite(values)]
@@ -34,6 +35,15 @@ def _describe_values(values: np.ndarray, confidence: float, n_resamples: int, se
             "sd": float(finite.std(ddof=1)) if finite.size > 1 else np.nan, "ci_low": low, "ci_high": high}
 
 
+def count_empty(rows: pd.DataFrame) -> float:
+    """How many rows are empty predictions of a present structure (column ``empty_prediction``);
+    NaN when the results predate that column (nothing is known, which is not the same as 0)."""
+    if "empty_prediction" not in rows.columns:
+        return float("nan")
+    flags = rows["empty_prediction"].astype(str).str.lower().isin(["true", "1", "1.0"])
+    return float(flags.sum())
+
+
 def condition_summary(frame: pd.DataFrame, metrics: Sequence[str] | None = None, confidence: float = 0.95,
                       n_resamples: int = 10000, seed: int = 0) -> pd.DataFrame:
     """Mean, sd, n and bootstrap CI per condition, metric, level and structure, plus ``(mean)``.
@@ -41,6 +51,8 @@ def condition_summary(frame: pd.DataFrame, metrics: Sequence[str] | None = None,
     Per-structure rows summarise the data's own unit (subjects in 3D, slices in 2D); the
     ``(mean)`` row averages each subject's structures, slices and seeds first, so its n counts
     subjects and its CI is over them (the numbers the bar figures and Table 4 show).
+    Means skip NaN values (an empty prediction has no HD95/NSD); ``n`` counts the values used
+    and ``n_empty`` the empty predictions of the cell (NaN when the results do not record them).
     """
     if frame.empty:
         return pd.DataFrame()
@@ -52,12 +64,14 @@ def condition_summary(frame: pd.DataFrame, metrics: Sequence[str] | None = None,
         cond = dict(zip(CONDITION_COLUMNS, key[:-2]))
         metric, level = key[-2:]
         rows = select(rows, {})
-        base = {**cond, "label": condition_label(cond), "metric": metric, "level": level}
+        base = {**cond, "label": condition_label(cond), "metric": metric, "level": level,
+                "dataset": ", ".join(map(str, pd.unique(rows["dataset"])))}
         for structure, sub in rows.groupby("structure", sort=False):
             records.append({**base, "structure": structure, "unit": "subject" if level == "3d" else "slice",
+                            "n_empty": count_empty(sub),
                             **_describe_values(sub["value"].to_numpy(dtype=float), confidence, n_resamples, seed)})
         means = rows.groupby(["dataset", "subject"], sort=False)["value"].mean().to_numpy(dtype=float)
-        records.append({**base, "structure": MEAN_ROW, "unit": "subject",
+        records.append({**base, "structure": MEAN_ROW, "unit": "subject", "n_empty": count_empty(rows),
                         **_describe_values(means, confidence, n_resamples, seed)})
     return pd.DataFrame.from_records(records)
 
@@ -96,11 +110,15 @@ def pelvic_table1(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Pelvic Table 1 (Dice and HD95 of 3D volumes, mean ± sd per structure) with ours beside the paper's.
 
     Returns ``(long, wide)``: ``long`` has ``metric, structure, model, prompt, ours_condition,
-    ours_n, ours_mean, ours_sd, paper_mean, paper_sd``; ``wide`` has one row per (metric,
-    structure) and, per paper column, ``ours`` and ``paper`` cells ``mean ± sd`` (``—`` where
-    this run lacks the condition). Structures are the paper's plus any of ours.
+    ours_n, ours_n_empty, ours_mean, ours_sd, paper_mean, paper_sd, ours_data, paper_data``;
+    ``wide`` has one row per (metric, structure) and, per paper column, ``ours`` and ``paper``
+    cells ``mean ± sd`` (``—`` where this run lacks the condition; ``(k empty)`` where k
+    predictions were empty, whose HD95 is left out of the mean). Its first row
+    (``metric = "(data)"``) names the data behind every column -- ours read from the rows
+    (dataset, phantom or real, n volumes), the paper's 117 real volumes -- and, when ours is
+    the phantom, says that only the pattern is comparable. Structures are the paper's plus ours.
     """
-    from ..reference import TABLE1_COLUMNS, paper_pelvic_table1 as paper_table
+    from ..reference import TABLE1_COLUMNS, TABLE1_DATA, paper_pelvic_table1 as paper_table
 
     frame = frame[frame["slice"] < 0] if len(frame) else frame  # Table 1 scores volumes
     paper = paper_table()
@@ -114,15 +132,17 @@ def pelvic_table1(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
                 ref = paper[(paper["metric"] == metric) & (paper["structure"] == structure)
                             & (paper["model"] == model) & (paper["prompt"] == prompt)]
                 cond = ours[(model, prompt)]
-                values = np.array([])
+                values, empty, data = np.array([]), float("nan"), "samlab: not in this run"
                 if cond is not None:
                     rows = select(frame[(frame["metric"] == metric) & (frame["structure"] == structure)], cond)
                     values = rows["value"].to_numpy(dtype=float)
                     values = values[np.isfinite(values)]
+                    empty = count_empty(rows)
+                    data = "samlab: " + data_description(select(frame[frame["metric"] == metric], cond))
                 records.append({
                     "metric": metric, "structure": structure, "model": model, "prompt": prompt,
                     "ours_condition": condition_label(cond) if cond else "",
-                    "ours_n": int(values.size),
+                    "ours_n": int(values.size), "ours_n_empty": empty, "ours_data": data, "paper_data": TABLE1_DATA,
                     "ours_mean": float(values.mean()) if values.size else np.nan,
                     "ours_sd": float(values.std(ddof=1)) if values.size > 1 else np.nan,
                     "paper_mean": float(ref["mean"].iloc[0]) if len(ref) else np.nan,
@@ -130,16 +150,21 @@ def pelvic_table1(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
                 })
     long = pd.DataFrame.from_records(records)
 
-    def cell(mean: float, sd: float) -> str:
-        if not np.isfinite(mean):
-            return "—"
-        return f"{mean:.2f} ± {sd:.2f}" if np.isfinite(sd) else f"{mean:.2f}"
+    def cell(mean: float, sd: float, empty: float = float("nan")) -> str:
+        text = "—" if not np.isfinite(mean) else (f"{mean:.2f} ± {sd:.2f}" if np.isfinite(sd) else f"{mean:.2f}")
+        return text + (f" ({int(empty)} empty)" if np.isfinite(empty) and empty > 0 else "")
 
-    wide_rows = []
+    phantom = len(frame) and any(is_phantom(d) for d in pd.unique(frame["dataset"]))
+    header: dict[str, Any] = {"metric": "(data)", "structure": (
+        "ours: synthetic phantom, paper: real MR -- only the pattern is comparable, not the numbers" if phantom
+        else "ours vs the paper's data (see each column)")}
+    wide_rows = [header]
     for (metric, structure), part in long.groupby(["metric", "structure"], sort=False):
         row: dict[str, Any] = {"metric": metric, "structure": structure}
         for r in part.itertuples(index=False):
-            row[f"{r.model} | {r.prompt} | ours"] = cell(r.ours_mean, r.ours_sd)
+            header.setdefault(f"{r.model} | {r.prompt} | ours", r.ours_data)
+            header.setdefault(f"{r.model} | {r.prompt} | paper", r.paper_data)
+            row[f"{r.model} | {r.prompt} | ours"] = cell(r.ours_mean, r.ours_sd, r.ours_n_empty)
             row[f"{r.model} | {r.prompt} | paper"] = cell(r.paper_mean, r.paper_sd)
         wide_rows.append(row)
     return long, pd.DataFrame(wide_rows)
@@ -150,23 +175,27 @@ def _scenarios(frame: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame, str]]:
     out = []
     if len(frame) == 0:
         return out
+    def how(rows: pd.DataFrame) -> str:  # "box prompts, recipe x": read from the rows, never assumed
+        return ", ".join(t for t in (modes_text(rows), recipe_text(rows)) if t)
+
     zs = frame[frame["source"] == "zero_shot"]
     if len(zs):
-        out.append(("zero-shot (no training)", "zero_shot", zs, ""))
+        out.append((f"zero-shot (no training; {how(zs)})", "zero_shot", zs, ""))
     ft = frame[(frame["source"] == "finetune") & (frame["method"] != "nnunet")]
     if len(ft):
         inits = list(pd.unique(ft["init"]))
         default = [i for i in inits if i in _DEFAULT_INITS]
         base = ft[ft["init"].isin(default)] if default and len(inits) > 1 else ft
-        out.append(("single dataset (automatic)", "finetune", base, "single dataset"))
+        out.append((f"single dataset ({how(base)})", "finetune", base, "single dataset"))
         if len(inits) > 1:
-            out.append(("single dataset, any initial weights (multiple datasets)", "finetune", ft, "multiple datasets"))
+            out.append((f"single dataset, any initial weights ({how(ft)})", "finetune", ft, "multiple datasets"))
     fs = frame[(frame["source"] == "fewshot") & (frame["method"] != "nnunet")]
     for k in sorted(pd.unique(fs["shots"])):
-        out.append((f"few-shot (k={int(k)})", "fewshot", fs[fs["shots"] == k], "few-shot"))
+        rows = fs[fs["shots"] == k]
+        out.append((f"few-shot (k={int(k)}; {how(rows)})", "fewshot", rows, "few-shot"))
     it = frame[(frame["source"] == "interactive") & (frame["method"] != "nnunet")]
     for prompt in pd.unique(it["prompt"]):
-        out.append((f"prompt-based ({prompt})", "interactive", it[it["prompt"] == prompt], "prompt-based"))
+        out.append((f"prompt-based ({prompt_name(prompt)})", "interactive", it[it["prompt"] == prompt], "prompt-based"))
     return out
 
 
@@ -227,6 +256,8 @@ def recommendations(frame: pd.DataFrame, metric: str = "dice", alpha: float = 0.
         ref_means = subject_means(ref, metric) if len(ref) else pd.DataFrame()
         record["nnunet_mean"] = float(ref_means["value"].mean()) if len(ref_means) else np.nan
         record["paper_recommendation"] = PAPER_RECOMMENDATIONS.get(paper_key, "")
+        record["data"] = "samlab: " + data_description(rows, "subjects")
+        record["paper_data"] = PAPER_RECOMMENDATIONS_DATA if paper_key else ""
         records.append(record)
     return pd.DataFrame.from_records(records), notes
 

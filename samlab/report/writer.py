@@ -18,9 +18,8 @@ import pandas as pd
 
 from ..io import InputFileError, atomic_path, read_json, write_json_atomic, write_text_atomic
 from .comparisons import plan_comparisons, run_comparisons
-from .conditions import GRID_LEVELS, StudyResults, load_results, pick_level
-from .figures import (figure_fewshot, figure_grid, figure_interactive, figure_sam_vs_nnunet, forest_figures,
-                      paired_figure, preferred_backbone)
+from .conditions import StudyResults, load_results
+from .figures import report_figures
 from .tables import condition_summary, pelvic_table1, recommendations, table3_parameters
 
 # =========================================================================== report
@@ -97,42 +96,7 @@ def _build_into(report: Report, study: StudyResults, params: Any, say: Any, tabl
         rank_metric = "dice" if "dice" in set(frame["metric"]) else str(frame["metric"].iloc[0])
         if len(table4):
             report.tables["finetune_table4_recommendations"] = table4
-        ci = f"{100 * params.confidence:g} % CI"
-        figures = {
-            "pelvic_fig1_sam_vs_nnunet": figure_sam_vs_nnunet(frame),
-            "pelvic_fig3_prompt_source": paired_figure(
-                frame, comparisons, plan_by_name, "zero-shot: nnU-Net vs oracle boxes (pelvic Fig. 3)",
-                "MedSAM-family sensitivity to the box source (pelvic Fig. 3)",
-                preferred_backbone(list(pd.unique(frame[frame["source"] == "zero_shot"]["backbone"])))),
-            "pelvic_fig4_refined_vs_nnunet": paired_figure(
-                frame, comparisons, plan_by_name, "refined vs nnU-Net (pelvic Fig. 4)", "Refined LiteMedSAM vs nnU-Net (pelvic Fig. 4)"),
-            "zeroshot_box_expansion": paired_figure(
-                frame, comparisons, plan_by_name, "zero-shot: expanded vs tight box", "Box expanded by a margin vs the tight box"),
-            "zeroshot_component_boxes": paired_figure(
-                frame, comparisons, plan_by_name, "zero-shot: one box per component vs one box",
-                "One box per connected component vs one box around everything"),
-            "zeroshot_part_boxes": paired_figure(
-                frame, comparisons, plan_by_name, "zero-shot: one box per convex part vs one box",
-                "One box per near-convex part of each component vs one box around everything"),
-            "finetune_fig4_grid": figure_grid(summary, "finetune", "Fine-tuning grid, automatic mode (18-config Fig. 4)",
-                                               rank_metric, ci),
-            "finetune_fig4_best_vs_nnunet": None,
-            "finetune_fig9_fewshot_grid": figure_grid(summary, "fewshot", "Few-shot, smallest k (18-config Fig. 9)",
-                                                       rank_metric, ci),
-            "finetune_fig12_fewshot_curve": figure_fewshot(summary, rank_metric, ci),
-            "finetune_fig10_interactive": figure_interactive(summary, rank_metric, ci),
-        }
-        if len(comparisons):
-            best = comparisons[comparisons["family"].str.startswith("fine-tuning: best configuration")
-                               & (comparisons["metric"] == rank_metric)]
-            best, _ = pick_level(best, GRID_LEVELS) if len(best) else (best, "")
-            if len(best):
-                from ..viz import plot_forest
-
-                figures["finetune_fig4_best_vs_nnunet"] = plot_forest(
-                    best, xlabel=f"{rank_metric}: best fine-tuned SAM − nnU-Net ({100 * params.confidence:g} % CI)",
-                    title="Best fine-tuned configuration vs nnU-Net (18-config Fig. 4, right)")
-            figures.update(forest_figures(comparisons, rank_metric, confidence=params.confidence))
+        figures = report_figures(frame, comparisons, summary, plan_by_name, rank_metric, params)
         for name, fig in figures.items():
             if fig is not None:
                 report.figures[name] = fig
