@@ -84,7 +84,7 @@ def prompt_name(prompt: str) -> str:
         words = text.split("_")
         if len(words) == 2 and words[1] in ("noisy", "tight", "jittered"):  # box_noisy -> noisy box
             words = words[::-1]
-        parts.append(" ".join(_PROMPT_SOURCES.get(w, w) for w in words))
+        parts.append(" ".join(_PROMPT_SOURCES.get(w, w) for w in " ".join(words).split(" ")))
     return " | ".join(parts)
 
 
