@@ -146,3 +146,20 @@ def test_structure_names_and_short_comparison_labels():
     assert short_comparison("MedSAM + oracle box +5 px vs MedSAM + oracle box") == "MedSAM: oracle box +5 px vs oracle box"
     assert short_comparison("ViT-B + Decoder + LoRA vs ViT-B + Decoder + Vanilla") == "ViT-B + Decoder: LoRA vs Vanilla"
     assert short_comparison("nnU-Net (2d) vs MedSAM + oracle box") == "nnU-Net (2d) vs MedSAM + oracle box"
+
+
+def test_samlab_figures_cli_prints_and_writes_no_star_below_min_n(tmp_path, capsys):
+    from samlab.cli import main
+
+    run = tmp_path / "runs" / "tiny"
+    write_results(to_frame(_grid_rows(3, "oracle_box")), run / "results" / "finetune.parquet")
+    (run / "run.json").write_text('{"profile": "tiny"}')
+    try:
+        assert main(["figures", str(run), "--out", str(tmp_path / "figs"), "--no-parameter-table"]) == 0
+    finally:
+        plt.close("all")
+    printed = capsys.readouterr().out
+    assert "*" not in printed and "wrote" in printed
+    comparisons = pd.read_csv(tmp_path / "figs" / "tiny" / "comparisons.csv", keep_default_na=False)
+    assert len(comparisons) and (comparisons["stars"] == "").all()
+    assert set(comparisons["test"]) == {"not tested (n < 5)"}

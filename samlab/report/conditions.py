@@ -197,6 +197,21 @@ def load_results(results_dir: str | os.PathLike) -> StudyResults:
     return StudyResults(frame=frame, present=present, missing=missing, notes=notes)
 
 
+def results_overview(study: StudyResults) -> pd.DataFrame:
+    """One row per results file: conditions, subjects, datasets, modes, rows; missing files named with their notebook."""
+    records = []
+    for name, part in study.frame.groupby("source", sort=False):
+        records.append({"file": f"{name}.parquet", "conditions": len(part[list(MATCH_COLUMNS)].drop_duplicates()),
+                        "subjects": part["subject"].nunique(),
+                        "datasets": ", ".join(f"{d} ({'phantom' if is_phantom(d) else 'real'})"
+                                              for d in pd.unique(part["dataset"])),
+                        "modes": ", ".join(map(str, pd.unique(part["mode"]))), "2D slices": bool((part["slice"] >= 0).any()),
+                        "metrics": ", ".join(sorted(part["metric"].unique())), "rows": len(part)})
+    records += [{"file": f"{name}.parquet", "rows": 0, "datasets": f"missing: run {RESULT_FILES[name]}"}
+                for name in study.missing]
+    return pd.DataFrame.from_records(records)
+
+
 # =========================================================================== conditions
 
 

@@ -156,7 +156,7 @@ def figure_grid(summary: pd.DataFrame, source: str, title: str, metric: str = "d
         title += f", k = {int(rows['shots'].iloc[0])}"
     title = f"{title}, {LEVEL_NAMES[level]}\n{_summary_text(rows)}"
     if not reference and ((summary["method"] == "nnunet") & (summary["level"] != level)).any():
-        title += f" (nnU-Net has no {level.upper()} rows: no reference line)"
+        title += f"\n(nnU-Net has no {level.upper()} rows: no reference line)"
     order = [b for b in _BACKBONE_ORDER if b in set(rows["backbone"])] + \
         [b for b in pd.unique(rows["backbone"]) if b not in _BACKBONE_ORDER]
     return plot_grid_summary_bars(rows, metric=metric, reference=reference, backbone_order=order,

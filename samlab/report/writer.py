@@ -225,3 +225,12 @@ def display_output(written: Sequence[Path], name: str, max_rows: int = 60) -> No
             display(pd.read_csv(csv[0], keep_default_na=False, na_values=[""]))
     else:
         print(f"({name}: not produced for this run — see the notes above for the missing results)")
+
+
+def display_outputs(written: Sequence[Path], names: Sequence[str] = (), prefix: str = "") -> None:
+    """Show several outputs in a notebook: each of ``names``, then every PNG whose name starts with ``prefix``."""
+    stems = list(names)
+    if prefix:
+        stems += sorted({p.stem for p in written if p.name.startswith(prefix) and p.suffix == ".png"})
+    for name in dict.fromkeys(stems):
+        display_output(written, name)
