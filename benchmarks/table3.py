@@ -44,47 +44,15 @@ import sys
 import time
 import warnings
 
-from torch import nn
-
 from samlab.peft import (
     CONFIGS,
+    PAPER_NUM_MULTIMASK_OUTPUTS,
     PAPER_TABLE3,
     build_config,
     count_parameters,
-    encoder_blocks,
+    paper_code_deltas,  # the accounting itself lives in samlab.peft (the report's Table 3 uses it too)
     parse_config,
 )
-
-PAPER_NUM_MULTIMASK_OUTPUTS = 2
-TINYVIT_CLASSIFIER_HEAD = 320 * 2 + 320 * 1000 + 1000  # LayerNorm(320) + Linear(320, 1000)
-TINYVIT_PAPER_CODE_ADAPTER_BLOCKS = tuple(range(8))  # all blocks of TinyViT stages 1 and 2
-
-
-def _numel(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def paper_code_deltas(name: str, model: nn.Module) -> list[tuple[str, int, int]]:
-    """(note letter, extra total, extra trainable) that the authors' code adds to our model."""
-    backbone, scope, method = parse_config(name)
-    deltas: list[tuple[str, int, int]] = []
-    if backbone == "vit_t":
-        head_trainable = TINYVIT_CLASSIFIER_HEAD if (scope, method) == ("encoder_decoder", "vanilla") else 0
-        deltas.append(("A", TINYVIT_CLASSIFIER_HEAD, head_trainable))
-    if (scope, method) == ("encoder_decoder", "vanilla"):
-        deltas.append(("B", 0, _numel(model.prompt_encoder)))
-    if (scope, method) == ("encoder_decoder", "adapter") and backbone != "vit_t":
-        blocks = encoder_blocks(model.image_encoder)
-        extra = sum(_numel(blocks[i].attn.adapter) for i in model.samlab_peft.adapter_blocks)
-        deltas.append(("C", extra, extra))
-    if (scope, method) == ("encoder_decoder", "adapter") and backbone == "vit_t":
-        alt = build_config(name, True, num_multimask_outputs=PAPER_NUM_MULTIMASK_OUTPUTS,
-                           adapter_blocks=TINYVIT_PAPER_CODE_ADAPTER_BLOCKS)
-        ours, theirs = count_parameters(model), count_parameters(alt)
-        deltas.append(("D", theirs["total"] - ours["total"], theirs["trainable"] - ours["trainable"]))
-    if (scope, method) == ("encoder_decoder", "lora") and backbone == "vit_t":
-        deltas.append(("E", 0, _numel(model.image_encoder.layers[0])))
-    return deltas
 
 
 def _device(backbone: str) -> str:

@@ -44,7 +44,7 @@ def _cmd_models(_: argparse.Namespace) -> int:
 
 
 def _cmd_figures(args: argparse.Namespace) -> int:
-    from .figures import regenerate
+    from .report import regenerate
     from .runner import resolve_run_dir
 
     run_dir = resolve_run_dir(args.run_dir)
@@ -52,7 +52,14 @@ def _cmd_figures(args: argparse.Namespace) -> int:
         print(f"samlab: {run_dir} has no results/ folder: run a profile first (e.g. `samlab run params/quick.yaml`)",
               file=sys.stderr)
         return 2
-    written = regenerate(run_dir, out_dir=args.out, profile_name=args.profile_name)
+    from .config import StatisticsParams
+
+    try:
+        params = StatisticsParams(min_n=args.min_n, parameter_table=not args.no_parameter_table)
+    except ValueError as exc:
+        print(f"samlab figures: {exc}", file=sys.stderr)
+        return 2
+    written = regenerate(run_dir, out_dir=args.out, profile_name=args.profile_name, params=params)
     print(f"[samlab figures] wrote {len(written)} file(s) under {args.out}/")
     return 0
 
@@ -107,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     figures.add_argument("run_dir", help="a run directory, e.g. runs/quick")
     figures.add_argument("--out", default="figures", help="folder that receives <profile-name>/ (default: figures)")
     figures.add_argument("--profile-name", default=None, help="sub-folder name (default: the run's profile)")
+    figures.add_argument("--min-n", type=int, default=5,
+                         help="fewest pairs a paired test runs on; fewer: reported untested, no stars (default: 5)")
+    figures.add_argument("--no-parameter-table", action="store_true",
+                         help="skip Table 3 (building the 18 configurations takes ~10 s)")
     figures.set_defaults(func=_cmd_figures)
     models = sub.add_parser("models", help="list registered models")
     models.set_defaults(func=_cmd_models)

@@ -212,7 +212,7 @@ class InteractiveParams(_Params):
 
 
 class StatisticsParams(_Params):
-    """Notebook 07: paired statistics and every figure/table from tidy results (samlab.figures).
+    """Notebook 07: paired statistics and every figure/table from tidy results (samlab.report).
 
     ``seed`` seeds the bootstrap. ``source_run_dir`` exists because the runner gives every
     profile its own run directory: a figures-only profile (params/figures.yaml) runs in
@@ -229,6 +229,7 @@ class StatisticsParams(_Params):
     test: Literal["ttest", "wilcoxon"] = Field("ttest", description="test behind stars and 'significant' (both are reported)")
     correction: Literal["holm", "fdr_bh"] = Field("holm", description="correction over structures behind the stars")
     alpha: float = Field(0.05, gt=0, lt=1)
+    min_n: int = Field(5, ge=2, description="fewest pairs a paired test runs on; below: effect and CI only, no stars")
     n_resamples: int = Field(10000, ge=100, description="bootstrap resamples per confidence interval")
     confidence: float = Field(0.95, gt=0.5, lt=1)
     metrics: list[str] = Field(default_factory=lambda: ["dice", "hd95", "nsd"], min_length=1)

@@ -107,9 +107,7 @@ class PeftSpec:
     lora_train_decoder_heads: bool | None
 
 
-# --------------------------------------------------------------------------------------------
-# Modules
-# --------------------------------------------------------------------------------------------
+# ---------------- Modules
 class FusedQKVLoRA(nn.Module):
     """LoRA on the query and value parts of a fused ``qkv`` Linear; keys untouched.
 
@@ -193,9 +191,7 @@ class ParallelAdapter(nn.Module):
         return self.module(x) + self.scale * self.adapter(x)
 
 
-# --------------------------------------------------------------------------------------------
-# Model introspection (SAM ViT, TinyViT of MobileSAM/LiteMedSAM, SAM's two-way transformer)
-# --------------------------------------------------------------------------------------------
+# ---------------- Model introspection (SAM ViT, TinyViT of MobileSAM/LiteMedSAM, SAM's two-way transformer)
 def _check_sam_like(model: nn.Module) -> None:
     missing = [n for n in ("image_encoder", "prompt_encoder", "mask_decoder") if not hasattr(model, n)]
     if missing:
@@ -255,9 +251,7 @@ def _factory(module: nn.Module) -> dict:
     return {"device": p.device, "dtype": p.dtype}
 
 
-# --------------------------------------------------------------------------------------------
-# PEFT
-# --------------------------------------------------------------------------------------------
+# ---------------- PEFT
 def _set_trainable(params: Iterable[nn.Parameter], flag: bool) -> None:
     for p in params:
         p.requires_grad_(flag)
@@ -417,9 +411,7 @@ def apply_peft(
     return model
 
 
-# --------------------------------------------------------------------------------------------
-# Accounting
-# --------------------------------------------------------------------------------------------
+# ---------------- Accounting
 def _unique(params: Iterable[nn.Parameter]) -> list[nn.Parameter]:
     seen: dict[int, nn.Parameter] = {}
     for p in params:
@@ -435,35 +427,23 @@ def count_parameters(model: nn.Module) -> dict:
     "trainable"}}}`` for ``image_encoder``, ``prompt_encoder``, ``mask_decoder`` (and ``other``
     if anything lies outside them).
     """
+    def tally(params: list[nn.Parameter]) -> dict:
+        return {"total": sum(p.numel() for p in params), "trainable": sum(p.numel() for p in params if p.requires_grad)}
+
     params = _unique(model.parameters())
-    out = {
-        "total": sum(p.numel() for p in params),
-        "trainable": sum(p.numel() for p in params if p.requires_grad),
-        "by_module": {},
-    }
+    out = {**tally(params), "by_module": {}}
     assigned: set[int] = set()
     for name in ("image_encoder", "prompt_encoder", "mask_decoder"):
-        sub = getattr(model, name, None)
-        if sub is None:
-            continue
-        sub_params = _unique(sub.parameters())
-        assigned |= {id(p) for p in sub_params}
-        out["by_module"][name] = {
-            "total": sum(p.numel() for p in sub_params),
-            "trainable": sum(p.numel() for p in sub_params if p.requires_grad),
-        }
-    rest = [p for p in params if id(p) not in assigned]
-    if rest:
-        out["by_module"]["other"] = {
-            "total": sum(p.numel() for p in rest),
-            "trainable": sum(p.numel() for p in rest if p.requires_grad),
-        }
+        if (sub := getattr(model, name, None)) is not None:
+            sub_params = _unique(sub.parameters())
+            assigned |= {id(p) for p in sub_params}
+            out["by_module"][name] = tally(sub_params)
+    if rest := [p for p in params if id(p) not in assigned]:
+        out["by_module"]["other"] = tally(rest)
     return out
 
 
-# --------------------------------------------------------------------------------------------
-# The 18 configurations
-# --------------------------------------------------------------------------------------------
+# ---------------- The 18 configurations
 def parse_config(name: str) -> tuple[str, str, str]:
     """``"vit_b-decoder-lora"`` -> ``("vit_b", "decoder", "lora")``; unknown names raise ValueError."""
     if name not in CONFIGS:
@@ -564,3 +544,55 @@ def build_config(
     if num_multimask_outputs is not None:
         resize_mask_decoder_outputs(model, num_multimask_outputs)
     return apply_peft(model, method, scope, **peft_options)
+
+
+# ---------------- Table 3 accounting (the report's parameter table and benchmarks/table3.py both use it)
+PAPER_NUM_MULTIMASK_OUTPUTS = 2  # the authors' decoder: num_multimask_outputs = num_cls (see benchmarks/table3.py)
+TINYVIT_CLASSIFIER_HEAD = 320 * 2 + 320 * 1000 + 1000  # LayerNorm(320) + Linear(320, 1000), unused by SAM
+
+
+def paper_code_deltas(name: str, model: nn.Module) -> list[tuple[str, int, int]]:
+    """(note letter, extra total, extra trainable) the authors' code adds to our ``model`` of
+    configuration ``name``; the letters A-E are explained in ``benchmarks/table3.py``."""
+    backbone, scope, method = parse_config(name)
+    numel = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+    enc, tiny, deltas = scope == "encoder_decoder", backbone == "vit_t", []
+    if tiny:
+        deltas.append(("A", TINYVIT_CLASSIFIER_HEAD, TINYVIT_CLASSIFIER_HEAD * (enc and method == "vanilla")))
+    if enc and method == "vanilla":
+        deltas.append(("B", 0, numel(model.prompt_encoder)))
+    if enc and method == "adapter" and not tiny:
+        blocks = encoder_blocks(model.image_encoder)
+        extra = sum(numel(blocks[i].attn.adapter) for i in model.samlab_peft.adapter_blocks)
+        deltas.append(("C", extra, extra))
+    if enc and method == "adapter" and tiny:  # the authors' TinyViT adapts every block of stages 1 and 2
+        alt = build_config(name, True, num_multimask_outputs=PAPER_NUM_MULTIMASK_OUTPUTS, adapter_blocks=range(8))
+        ours, theirs = count_parameters(model), count_parameters(alt)
+        deltas.append(("D", theirs["total"] - ours["total"], theirs["trainable"] - ours["trainable"]))
+    if enc and method == "lora" and tiny:
+        deltas.append(("E", 0, numel(model.image_encoder.layers[0])))
+    return deltas
+
+
+def table3_counts(names: Sequence[str] = CONFIGS) -> list[dict]:
+    """Trainable/total parameters of each configuration (the paper's 2-output decoder) beside
+    :data:`PAPER_TABLE3` (``paper_*``), and ``paper_code_*``: ours with :func:`paper_code_deltas`
+    re-added. ViT-B/H are built on the meta device (no memory), ViT-T once on the CPU: ~10 s."""
+    import copy
+
+    tiny, records = None, []
+    for name in names:
+        backbone, scope, method = parse_config(name)
+        if backbone == "vit_t" and tiny is None:
+            tiny = build_base_model("vit_t")
+        base = copy.deepcopy(tiny) if backbone == "vit_t" else None
+        model = build_config(name, True, base_model=base, device="meta", num_multimask_outputs=PAPER_NUM_MULTIMASK_OUTPUTS)
+        counts, paper, deltas = count_parameters(model), PAPER_TABLE3[name], paper_code_deltas(name, model)
+        records.append({
+            "config": name, "backbone": backbone, "scope": scope, "peft": method, "ours_total": counts["total"],
+            "ours_trainable": counts["trainable"], "ours_trainable_pct": 100.0 * counts["trainable"] / counts["total"],
+            **{f"paper_{key}": value for key, value in paper.items()},
+            "trainable_ratio": counts["trainable"] / 1e6 / paper["trainable_m"],
+            "paper_code_trainable": counts["trainable"] + sum(d[2] for d in deltas),
+            "paper_code_total": counts["total"] + sum(d[1] for d in deltas), "paper_code_notes": ",".join(d[0] for d in deltas)})
+    return records

@@ -3,6 +3,18 @@
 One row per measurement. Keeping a single long-format table (instead of one
 wide table per notebook) is what lets the statistics and figure code pair any two
 methods on matched subjects/slices without knowing which notebook made them.
+
+Two columns exist so that figure titles and table rows can be *read* from the rows
+instead of written by hand:
+
+* ``mode`` -- how the model was asked: ``automatic`` (no prompt), ``box``, ``point``,
+  or ``none`` (a model that takes no prompt at all, nnU-Net). A producer may set it;
+  when it does not (older producers, older parquet files) :func:`to_frame` derives it
+  with :func:`derive_mode`: method ``nnunet`` -> ``none``; empty prompt (or ``none``)
+  -> ``automatic``; a prompt containing ``point`` -> ``point``; any other prompt -> ``box``.
+* ``recipe`` -- the name of the training recipe (optimiser, epochs, schedule) a
+  fine-tuned row comes from, ``""`` when none (zero-shot, or a producer that does not
+  record it); two rows that differ in recipe are different conditions.
 """
 from __future__ import annotations
 
@@ -24,8 +36,10 @@ COLUMNS: tuple[str, ...] = (
     "backbone",
     "scope",
     "peft",
+    "recipe",
     "init",
     "prompt",
+    "mode",
     "shots",
     "seed",
     "metric",
@@ -39,7 +53,9 @@ _DEFAULTS: dict[str, Any] = {
     "scope": "",
     "peft": "",
     "init": "",
+    "recipe": "",
     "prompt": "",
+    "mode": "",
     "shots": -1,
     "seed": 0,
     "unit": "",
@@ -69,8 +85,18 @@ def make_rows(context: Mapping[str, Any], values: Mapping[str, float]) -> list[d
     return rows
 
 
+def derive_mode(method: str, prompt: str) -> str:
+    """The ``mode`` of a row whose producer did not set it (see the module docstring)."""
+    prompt = str(prompt).strip().lower()
+    if str(method) == "nnunet":
+        return "none"
+    if prompt in ("", "none"):
+        return "automatic"
+    return "point" if "point" in prompt else "box"
+
+
 def to_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    """Build a schema-conformant DataFrame, filling defaults and checking columns."""
+    """Build a schema-conformant DataFrame, filling defaults (``mode``: :func:`derive_mode`) and checking columns."""
     frame = pd.DataFrame(list(rows))
     if frame.empty:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in COLUMNS})
@@ -90,6 +116,9 @@ def to_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     for column in COLUMNS:
         if column not in _INT_COLUMNS and column != "value":
             frame[column] = frame[column].astype(str)
+    unset = frame["mode"].isin(["", "nan", "None"])
+    if unset.any():
+        frame.loc[unset, "mode"] = [derive_mode(m, p) for m, p in zip(frame.loc[unset, "method"], frame.loc[unset, "prompt"])]
     return frame[list(COLUMNS)]
 
 

@@ -22,30 +22,41 @@ taken from the long results table (:mod:`samlab.results`):
 
 The tests themselves are scipy's (``ttest_rel``, ``wilcoxon`` with its default
 ``zero_method="wilcox"``, which drops zero differences as R's ``wilcox.test``
-does), the rank-biserial correlation is pingouin's, corrections are statsmodels'.
+does, ``binomtest`` for the sign test), corrections are statsmodels'.
+
+**Refusing to overclaim.** A test needs at least ``min_n`` pairs (:data:`DEFAULT_MIN_N`
+= 5): below it a row still carries n, the mean difference, the effect size and the
+bootstrap CI, but p is NaN, the ``test`` column says ``not tested (n < 5)`` and no star
+is printed. When every difference is equal (zero variance: the t statistic is ±inf
+and scipy returns p = 0) the exact two-sided sign test answers instead (n = 5 pairs
+all in one direction: p = 2/32 = 0.0625); identical pairs give p = 1. Every row
+names the test behind its p-value.
 
 Conventions: differences are ``a - b`` throughout, so a positive mean difference,
-t, d_z or rank-biserial r means ``a`` scored higher. When every difference is
-exactly zero (e.g. both methods perfect on every case) neither test is defined
-(scipy gives NaN); that is reported as statistic 0, p 1, effect 0 — "no
-difference" — so that one such structure reads ``ns`` instead of leaving a NaN
-in the family being corrected. A p-value is significant when ``p ≤ alpha``, the
-same inclusive threshold as the stars.
+t, d_z or rank-biserial r means ``a`` scored higher. A p-value is significant when
+``p ≤ alpha``, the same inclusive threshold as the stars; a NaN p (not tested) is
+never significant and gets no star.
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import inspect
 import math
-from typing import Any, Iterable, Literal, Sequence
+import warnings
+from typing import Any, Iterable, Iterator, Literal, Sequence
 
 import numpy as np
 import pandas as pd
-import pingouin
 import scipy.stats
 from statsmodels.stats.multitest import multipletests
 
 __all__ = [
     "DEFAULT_ON",
+    "DEFAULT_MIN_N",
+    "TEST_NAMES",
+    "rank_biserial",
+    "not_tested_label",
     "STAR_THRESHOLDS",
     "paired_test",
     "pair_up",
@@ -53,6 +64,11 @@ __all__ = [
     "bootstrap_ci",
     "p_to_stars",
     "compare",
+    "quiet",
+    "correct_quickly",
+    "test_row",
+    "row_stars",
+    "adjust_rows",
 ]
 
 #: Columns that identify one measurement apart from the condition being compared.
@@ -67,6 +83,12 @@ STAR_THRESHOLDS: tuple[tuple[float, str], ...] = (
 )
 
 _TESTS = ("ttest", "wilcoxon")
+
+#: Fewest pairs a paired test is run on (below it: effect size and CI only, "not tested").
+DEFAULT_MIN_N = 5
+#: Human name of each test, as tables and figures print it.
+TEST_NAMES = {"ttest": "paired t", "wilcoxon": "Wilcoxon signed-rank"}
+SIGN_TEST = "sign test (exact)"
 _CORRECTIONS = ("holm", "fdr_bh", "bonferroni")
 _BOOTSTRAP_TAKES_RNG = "rng" in inspect.signature(scipy.stats.bootstrap).parameters
 
@@ -110,53 +132,110 @@ def _paired_arrays(a: Any, b: Any, nan_policy: str) -> tuple[np.ndarray, np.ndar
 # --------------------------------------------------------------------------- tests
 
 
+def _sign_test(d: np.ndarray) -> tuple[float, float]:
+    """Exact two-sided sign test of the non-zero differences: (number positive, p); p = 1 when all are 0."""
+    nonzero = d[d != 0]
+    positive = int((nonzero > 0).sum())
+    if nonzero.size == 0:
+        return 0.0, 1.0
+    return float(positive), float(scipy.stats.binomtest(positive, int(nonzero.size), 0.5).pvalue)
+
+
+def _wilcoxon_label(d: np.ndarray) -> str:
+    """Which null distribution scipy's ``method="auto"`` uses (scipy >= 1.15): exact without ties or
+    zeros (n <= 50), an exact permutation over all 2^n sign flips with ties or zeros (n <= 13), else
+    the normal approximation."""
+    nonzero = np.abs(d[d != 0])
+    clean = np.unique(nonzero).size == nonzero.size and nonzero.size == d.size
+    if d.size <= 50 and clean:
+        return "Wilcoxon signed-rank (exact)"
+    if d.size <= 13:
+        return "Wilcoxon signed-rank (exact permutation)"
+    return "Wilcoxon signed-rank (normal approx.)"
+
+
+def rank_biserial(d: np.ndarray) -> float:
+    """Matched-pairs rank-biserial r = (W+ - W-) / (W+ + W-) over the non-zero differences (Kerby 2014)."""
+    nonzero = d[d != 0]
+    if nonzero.size == 0:
+        return 0.0
+    ranks = scipy.stats.rankdata(np.abs(nonzero))
+    plus, minus = ranks[nonzero > 0].sum(), ranks[nonzero < 0].sum()
+    return float((plus - minus) / (plus + minus))
+
+
 def paired_test(
     a: Sequence[float] | np.ndarray,
     b: Sequence[float] | np.ndarray,
     test: Literal["ttest", "wilcoxon"] = "ttest",
     nan_policy: Literal["raise", "omit"] = "raise",
+    min_n: int = DEFAULT_MIN_N,
 ) -> dict[str, Any]:
     """Two-sided paired test of ``a`` against ``b`` (element i of each is one pair).
 
-    Returns ``test, n, statistic, df, p, mean_diff, median_diff, effect,
-    effect_name``. For the t-test, ``statistic`` is t (df = n - 1) and ``effect``
-    Cohen's d_z = mean(d) / sd(d) with d = a - b (= t / sqrt(n)). For Wilcoxon,
-    ``statistic`` is scipy's two-sided W = min(W+, W-) (R reports W+ as V), ``df``
-    is NaN, and ``effect`` the matched-pairs rank-biserial r = (W+ - W-) / (W+ + W-)
-    over the non-zero differences (Kerby 2014), from pingouin.
+    Returns ``test, test_used, tested, n, statistic, df, p, mean_diff, median_diff, effect,
+    effect_name``. For the t-test, ``statistic`` is t (df = n - 1) and ``effect`` Cohen's
+    d_z = mean(d) / sd(d) with d = a - b (= t / sqrt(n)). For Wilcoxon, ``statistic`` is
+    scipy's two-sided W = min(W+, W-) (R reports W+ as V), ``df`` is NaN, and ``effect`` the
+    matched-pairs rank-biserial r (:func:`rank_biserial`). ``test_used`` names what gave ``p``:
+
+    * fewer than ``min_n`` pairs: ``"not tested (n < min_n)"``, statistic and p NaN (the
+      effect is still reported) -- two or three pairs cannot support a claim either way;
+    * all differences equal (zero variance: t would be ±inf and p 0): the exact two-sided
+      **sign test** (``"sign test (exact)"``, statistic = number of positive differences,
+      p = 2 · 0.5^n when all n agree; all differences 0 gives p = 1);
+    * otherwise ``"paired t"`` or ``"Wilcoxon signed-rank (exact)"`` / ``"(normal approx.)"``.
     """
     if test not in _TESTS:
         raise ValueError(f"unknown test {test!r}; choose from {list(_TESTS)}")
+    if int(min_n) < 2:
+        raise ValueError(f"min_n must be >= 2 (a paired test needs at least 2 pairs), got {min_n}")
     x, y = _paired_arrays(a, b, nan_policy)
     d = x - y
     n = int(d.size)
+    sd = float(d.std(ddof=1))
     out: dict[str, Any] = {
         "test": test,
+        "test_used": TEST_NAMES[test],
+        "tested": True,
         "n": n,
-        "statistic": 0.0,
+        "statistic": math.nan,
         "df": float(n - 1) if test == "ttest" else math.nan,
-        "p": 1.0,
+        "p": math.nan,
         "mean_diff": float(d.mean()),
         "median_diff": float(np.median(d)),
         "effect": 0.0,
         "effect_name": "cohen_dz" if test == "ttest" else "rank_biserial",
     }
-    if not d.any():  # every pair identical: nothing to test (see module docstring)
+    if test == "ttest":
+        out["effect"] = float(d.mean() / sd) if sd > 0 else (math.copysign(math.inf, d.mean()) if d.any() else 0.0)
+    else:
+        out["effect"] = rank_biserial(d)
+    if n < min_n:
+        out.update(test_used=not_tested_label(min_n), tested=False, df=math.nan)
+        return out
+    tolerance = 1e-9 * max(1.0, float(np.abs(d).max()))  # float noise: 0.35 - 0.1 - 0.25 is not 0
+    if np.ptp(d) <= tolerance:  # every difference equal (or all zero): exact sign test, never t = ±inf, p = 0
+        d = np.where(np.abs(d) <= tolerance, 0.0, d)
+        statistic, p = _sign_test(d)
+        out.update(test_used=SIGN_TEST, statistic=statistic, p=p, df=math.nan)
+        if not d.any():
+            out.update(effect=0.0, mean_diff=0.0 if abs(out["mean_diff"]) <= tolerance else out["mean_diff"])
+        elif test == "ttest":
+            out["effect"] = math.copysign(math.inf, float(d.mean()))
         return out
     if test == "ttest":
         res = scipy.stats.ttest_rel(x, y)
-        sd = d.std(ddof=1)
-        out.update(
-            statistic=float(res.statistic),
-            df=float(res.df),
-            p=float(res.pvalue),
-            effect=float(d.mean() / sd) if sd > 0 else math.copysign(math.inf, d.mean()),
-        )
+        out.update(statistic=float(res.statistic), df=float(res.df), p=float(res.pvalue))
     else:
         res = scipy.stats.wilcoxon(x, y, alternative="two-sided")
-        rbc = pingouin.wilcoxon(x, y, alternative="two-sided", correction=False)["RBC"].iloc[0]
-        out.update(statistic=float(res.statistic), p=float(res.pvalue), effect=float(rbc))
+        out.update(statistic=float(res.statistic), p=float(res.pvalue), test_used=_wilcoxon_label(d))
     return out
+
+
+def not_tested_label(min_n: int) -> str:
+    """The ``test`` entry of a row with too few pairs to test."""
+    return f"not tested (n < {int(min_n)})"
 
 
 # --------------------------------------------------------------------------- pairing
@@ -317,6 +396,7 @@ def compare(
     confidence: float = 0.95,
     seed: int = 0,
     nan_policy: Literal["raise", "omit"] = "raise",
+    min_n: int = DEFAULT_MIN_N,
 ) -> pd.DataFrame:
     """Compare condition ``a`` with ``b`` (values of column ``by``) on one metric, per ``group``.
 
@@ -325,7 +405,9 @@ def compare(
     effect_name, significant, stars`` (differences are a - b). The correction runs
     over the groups of this call; to correct over several calls (several metrics
     or comparisons), concatenate the tables and apply :func:`correct_pvalues` to
-    their ``p`` column. ``group=None`` gives a single row over all pairs.
+    their ``p`` column. ``group=None`` gives a single row over all pairs. ``test`` names the
+    test behind each row's p (see :func:`paired_test`); groups with fewer than ``min_n`` pairs
+    are reported untested (p NaN, no star, not significant).
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
@@ -350,7 +432,7 @@ def compare(
     rows = []
     for name, part in groups:
         try:
-            res = paired_test(part["value_a"], part["value_b"], test=test, nan_policy=nan_policy)
+            res = paired_test(part["value_a"], part["value_b"], test=test, nan_policy=nan_policy, min_n=min_n)
             used = part.dropna(subset=["value_a", "value_b"])
             ci = bootstrap_ci(used["diff"], n_resamples=n_resamples, confidence=confidence, seed=seed)
         except ValueError as exc:
@@ -361,7 +443,8 @@ def compare(
                 "metric": metric,
                 "a": a,
                 "b": b,
-                "test": test,
+                "test": res["test_used"],
+                "tested": res["tested"],
                 "n": res["n"],
                 "mean_a": float(used["value_a"].mean()),
                 "mean_b": float(used["value_b"].mean()),
@@ -377,7 +460,75 @@ def compare(
     table = pd.DataFrame(rows)
     table["p_adj"] = correct_pvalues(table["p"].to_numpy(), correction) if correction else table["p"]
     table["significant"] = table["p_adj"] <= alpha
-    table["stars"] = [p_to_stars(p) for p in table["p_adj"]]
-    columns = [group or "group", "metric", "a", "b", "test", "n", "mean_a", "mean_b", "mean_diff",
+    table["stars"] = [row_stars(p, tested) for p, tested in zip(table["p_adj"], table["tested"])]
+    columns = [group or "group", "metric", "a", "b", "test", "tested", "n", "mean_a", "mean_b", "mean_diff",
                "ci_low", "ci_high", "statistic", "p", "p_adj", "effect", "effect_name", "significant", "stars"]
     return table[columns]
+
+
+# --------------------------------------------------------------------------- rows of the report
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence scipy's small-sample warnings (n is reported in every row; the reader judges it)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with np.errstate(all="ignore"):
+            yield
+
+
+def test_row(a: np.ndarray, b: np.ndarray, n_resamples: int, confidence: float, seed: int,
+             test: str = "ttest", min_n: int = DEFAULT_MIN_N) -> dict[str, Any]:
+    """One row of a comparisons table: means, difference, bootstrap CI, t-test and Wilcoxon (the report's engine).
+
+    ``test`` (the test behind the row's stars) only chooses what the ``test`` column names;
+    both tests are always in the row. Below ``min_n`` pairs both p-values are NaN.
+    """
+    with quiet():
+        t = paired_test(a, b, "ttest", min_n=min_n)
+        w = paired_test(a, b, "wilcoxon", min_n=min_n)
+        low, high = bootstrap_ci(a - b, n_resamples=n_resamples, confidence=confidence, seed=seed)
+    chosen = t if test == "ttest" else w
+    return {
+        "n": t["n"], "test": chosen["test_used"], "tested": chosen["tested"], "mean_a": float(np.mean(a)),
+        "mean_b": float(np.mean(b)), "mean_diff": t["mean_diff"], "ci_low": low, "ci_high": high,
+        "t": t["statistic"], "df": t["df"], "p_t": t["p"], "cohen_dz": t["effect"],
+        "W": w["statistic"], "p_w": w["p"], "rank_biserial": w["effect"],
+    }
+
+
+def row_stars(p: float, tested: bool) -> str:
+    """Stars of a row: ``""`` when no test ran (never ``ns`` either: nothing was asked), else :func:`p_to_stars`."""
+    return p_to_stars(p) if tested and p is not None and math.isfinite(p) else ""
+
+
+def adjust_rows(table: pd.DataFrame) -> None:
+    """Holm and BH columns for both tests, over the rows of ``table`` (in place); one p-value stays as it is."""
+    for test in ("t", "w"):
+        p = table[f"p_{test}"].to_numpy(dtype=float)
+        single = len(p) == 1
+        table[f"p_{test}_holm"] = p if single else correct_quickly(p, "holm")
+        table[f"p_{test}_bh"] = p if single else correct_quickly(p, "fdr_bh")
+
+
+def correct_quickly(p: np.ndarray, method: str) -> np.ndarray:
+    """:func:`correct_pvalues` with the garbage collector frozen (see :func:`frozen_gc`)."""
+    with frozen_gc():
+        return correct_pvalues(p, method)
+
+
+@contextlib.contextmanager
+def frozen_gc() -> Iterator[None]:
+    """Make statsmodels' Holm correction cheap: it calls ``gc.collect()`` on every call (statsmodels
+    0.15), which costs ~0.2 s each with pandas/scipy/matplotlib loaded — minutes over a study's
+    comparisons. Freezing the objects that already exist (``gc.freeze``, O(1)) leaves that collection
+    nothing to scan; ``gc.unfreeze`` hands them back to the collector, so nothing is leaked.
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+

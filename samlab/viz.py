@@ -21,8 +21,15 @@ import seaborn as sns  # noqa: E402
 PALETTE = "colorblind"
 
 
+#: Smallest font of any figure text (legends, ticks): 8 pt reads in a printed thesis at full width.
+MIN_FONT = 8
+
+
 def set_style() -> None:
+    """Seaborn's whitegrid with the colour-blind-safe palette and no text below :data:`MIN_FONT` pt."""
     sns.set_theme(context="notebook", style="whitegrid", palette=PALETTE)
+    plt.rcParams.update({"legend.fontsize": MIN_FONT + 1, "legend.title_fontsize": MIN_FONT + 1,
+                         "xtick.labelsize": MIN_FONT + 1, "ytick.labelsize": MIN_FONT + 1, "image.cmap": "cividis"})
 
 
 def structure_colors(names: Sequence[str]) -> dict[str, tuple[float, float, float]]:
@@ -31,13 +38,20 @@ def structure_colors(names: Sequence[str]) -> dict[str, tuple[float, float, floa
 
 
 def save_figure(fig: plt.Figure, path: str | os.PathLike, formats: Sequence[str] = ("png", "pdf"), dpi: int = 120) -> list[Path]:
-    """Save one figure in several formats (same stem); returns the written paths."""
+    """Save one figure in several formats (same stem), each written atomically; returns the written paths.
+
+    Why atomic (:func:`samlab.io.atomic_path`): reruns overwrite the previous figures; an
+    interrupted run must leave either the old or the new file, never a truncated PDF that a
+    paper build would pick up.
+    """
+    from .io import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     written = []
     for fmt in formats:
         target = path.with_suffix(f".{fmt}")
-        fig.savefig(target, dpi=dpi, bbox_inches="tight")
+        with atomic_path(target) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
         written.append(target)
     return written
 
@@ -84,7 +98,7 @@ def plot_prediction_panels(panels: Sequence[dict], ncols: int = 4) -> plt.Figure
     """Panels of ``{"image", "gt", "pred", "title"}``: ground truth filled, prediction as a contour."""
     nrows = int(np.ceil(len(panels) / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.2 * nrows), squeeze=False)
-    colors = {"ground truth": sns.color_palette(PALETTE)[2], "prediction": sns.color_palette(PALETTE)[3]}
+    colors = {"ground truth": sns.color_palette(PALETTE)[0], "prediction": sns.color_palette(PALETTE)[1]}  # blue / orange
     for ax in axes.flat:
         ax.set_axis_off()
     for ax, panel in zip(axes.flat, panels):
@@ -110,32 +124,42 @@ def plot_dice_vs_shape(frame: pd.DataFrame) -> plt.Figure:
             if ax.get_legend() is not None:
                 ax.get_legend().remove()
         elif not frame.empty:
-            ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=7)
+            ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=MIN_FONT)
     fig.tight_layout()
     return fig
 
 
-def plot_error_breakdown(pooled: pd.DataFrame) -> plt.Figure:
-    """Stacked bars: where each structure's predicted voxels fall, one bar per prompt (see ``error_breakdown``)."""
+def plot_error_breakdown(pooled: pd.DataFrame, ncols: int = 4) -> plt.Figure:
+    """Stacked bars: where each structure's predicted voxels fall, one bar per prompt (see ``error_breakdown``).
+
+    One panel per structure on a grid of ``ncols`` columns (the pelvic set's 8 structures: 2 x 4),
+    colours from the colour-blind-safe palette (blue = on target, never a red/green pair).
+    """
     regions = ["target", "concavity", "between_components", "elsewhere"]
-    colors = dict(zip(regions, ("#4c9f70", "#e39b3a", "#c0504d", "#8c8c8c")))
+    palette = sns.color_palette(PALETTE)
+    colors = dict(zip(regions, (palette[0], palette[1], palette[4], (0.6, 0.6, 0.6))))
     structures = list(dict.fromkeys(pooled["structure"]))
-    fig, axes = plt.subplots(1, max(len(structures), 1), figsize=(2.3 * max(len(structures), 1) + 1, 3.8),
-                             sharey=True, squeeze=False)
-    for ax, name in zip(axes[0], structures):
+    ncols = max(1, min(ncols, len(structures)))
+    nrows = max(1, -(-len(structures) // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols + 1, 3.6 * nrows + 0.6), sharey=True, squeeze=False)
+    for ax in axes.flat[len(structures):]:
+        ax.set_axis_off()
+    for ax, name in zip(axes.flat, structures):
         part = pooled[pooled["structure"] == name]
         bottom = np.zeros(len(part))
         for region in regions:
             values = part[region].fillna(0.0).to_numpy()
             ax.bar(range(len(part)), values, bottom=bottom, color=colors[region], label=region.replace("_", " "))
             bottom += values
-        ax.set_xticks(range(len(part)), part["prompt"], rotation=60, ha="right", fontsize=7)
-        ax.set_title(name.replace("_", " "), fontsize=9)
+        ax.set_xticks(range(len(part)), [str(p).replace("_", " ") for p in part["prompt"]], rotation=60, ha="right",
+                      fontsize=MIN_FONT)
+        ax.set_title(name.replace("_", " "), fontsize=MIN_FONT + 2)
         ax.set_ylim(0, 1)
-    axes[0][0].set_ylabel("share of predicted voxels")
+    for row in axes:
+        row[0].set_ylabel("share of predicted voxels")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=4, fontsize=8, bbox_to_anchor=(0.5, 1.02))
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    fig.legend(handles, labels, loc="upper center", ncol=4, fontsize=MIN_FONT + 1, bbox_to_anchor=(0.5, 1.0))
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (3.6 * nrows + 0.6)))
     return fig
 
 
@@ -146,7 +170,7 @@ def plot_structure_bars(frame: pd.DataFrame, metric: str = "dice", hue: str = "p
     sns.barplot(data=data, x="structure", y="value", hue=hue, errorbar="sd", ax=ax)
     ax.set_ylabel(metric.upper() if metric != "dice" else "Dice")
     ax.tick_params(axis="x", rotation=30)
-    ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
+    ax.legend(fontsize=MIN_FONT, bbox_to_anchor=(1.01, 1), loc="upper left")
     fig.tight_layout()
     return fig
 
@@ -154,7 +178,7 @@ def plot_structure_bars(frame: pd.DataFrame, metric: str = "dice", hue: str = "p
 # --------------------------------------------------------------------------- study figures (notebook 07)
 import warnings  # noqa: E402
 
-# Added for samlab.figures: every function below draws from *precomputed* tables (means, CIs,
+# Added for samlab.report: every function below draws from *precomputed* tables (means, CIs,
 # comparison rows), so a figure always shows exactly the numbers of the table written beside it.
 
 #: Colour of the fine-tuning scope, as in the 18-configuration paper's Figure 4 (decoder warm, En/Decoder
@@ -165,21 +189,8 @@ METHOD_HATCH = {"vanilla": "", "adapter": "//", "lora": ".."}
 
 def save_figure_atomic(fig: plt.Figure, path: str | os.PathLike, formats: Sequence[str] = ("png", "pdf"),
                        dpi: int = 150) -> list[Path]:
-    """Like :func:`save_figure`, but each file is written to a temporary name and then renamed.
-
-    Why: ``make figures`` overwrites the previous figures; an interrupted run must leave either
-    the old or the new file, never a truncated PDF that a paper build would pick up.
-    """
-    from .io import atomic_path
-
-    path = Path(path)
-    written = []
-    for fmt in formats:
-        target = path.with_suffix(f".{fmt}")
-        with atomic_path(target) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
-        written.append(target)
-    return written
+    """:func:`save_figure` at the report's resolution (150 dpi); kept for callers of the old name."""
+    return save_figure(fig, path, formats, dpi)
 
 
 def condition_colors(labels: Sequence[str]) -> dict[str, tuple[float, float, float]]:
@@ -194,12 +205,15 @@ def _star_positions(data: pd.DataFrame, order: Sequence[str]) -> dict[str, float
 
 
 def plot_paired_structures(data: pd.DataFrame, conditions: Sequence[str], metrics: Sequence[str] = ("dice", "hd95"),
-                           stars: Mapping[tuple[str, str], str] | None = None, title: str = "") -> plt.Figure:
+                           stars: Mapping[tuple[str, str], str] | None = None, title: str = "",
+                           min_n: int = 5) -> plt.Figure:
     """Box plots per structure, one box per condition, one panel per metric (pelvic paper Figs 1, 3, 4).
 
     ``data`` has columns ``structure, metric, condition, value`` (one row per subject and
     structure). ``stars[(metric, structure)]`` (``*``…``****`` or ``ns``) is printed above each
-    structure, as in the paper's figures; pass it only for two-condition comparisons.
+    structure, as in the paper's figures; pass it only for two-condition comparisons and only
+    for rows where a test ran. A panel where any box would summarise fewer than ``min_n``
+    values shows the points only (a box of 2 points pretends to a distribution it does not have).
     """
     metrics = [m for m in metrics if m in set(data["metric"])]
     order = list(pd.unique(data["structure"]))
@@ -208,14 +222,21 @@ def plot_paired_structures(data: pd.DataFrame, conditions: Sequence[str], metric
     palette = condition_colors(conditions)
     for ax, metric in zip(axes[:, 0], metrics):
         part = data[data["metric"] == metric]
+        counts = part.dropna(subset=["value"]).groupby(["structure", "condition"]).size()
+        boxes = len(counts) > 0 and int(counts.min()) >= min_n
         with warnings.catch_warnings():  # seaborn 0.13 passes matplotlib's deprecated `vert` to boxplot
             warnings.simplefilter("ignore", matplotlib.MatplotlibDeprecationWarning)
-            sns.boxplot(data=part, x="structure", y="value", hue="condition", order=order,
-                        hue_order=list(conditions), palette=palette, ax=ax, fliersize=0, linewidth=0.8,
-                        boxprops={"alpha": 0.6})
+            if boxes:
+                sns.boxplot(data=part, x="structure", y="value", hue="condition", order=order,
+                            hue_order=list(conditions), palette=palette, ax=ax, fliersize=0, linewidth=0.8,
+                            boxprops={"alpha": 0.6})
         # every subject as a point too: with the few subjects of a quick run a box alone hides them
         sns.stripplot(data=part, x="structure", y="value", hue="condition", order=order, hue_order=list(conditions),
-                      palette=palette, ax=ax, dodge=True, size=3, linewidth=0.5, edgecolor="0.2", legend=False)
+                      palette=palette, ax=ax, dodge=True, size=3 if boxes else 5, linewidth=0.5, edgecolor="0.2",
+                      legend=False)
+        if not boxes:
+            ax.text(0.99, 0.02, f"points only: n < {min_n} per box", transform=ax.transAxes, ha="right",
+                    va="bottom", fontsize=MIN_FONT, color="0.3")
         ax.set_xlabel("")
         ax.set_ylabel(_metric_label(metric))
         ax.tick_params(axis="x", rotation=30)
@@ -224,7 +245,7 @@ def plot_paired_structures(data: pd.DataFrame, conditions: Sequence[str], metric
             for i, structure in enumerate(order):
                 text = stars.get((metric, structure))
                 if text and np.isfinite(ypos[structure]):
-                    ax.text(i, ypos[structure], text, ha="center", va="bottom", fontsize=8)
+                    ax.text(i, ypos[structure], text, ha="center", va="bottom", fontsize=MIN_FONT + 1)
             ax.margins(y=0.12)
         legend = ax.get_legend()
         if legend is not None:
@@ -241,7 +262,7 @@ def _metric_label(metric: str) -> str:
     return {"dice": "Dice", "hd95": "HD95 (mm)", "nsd": "NSD", "iou": "IoU"}.get(metric, metric)
 
 
-def plot_grid_bars(summary: pd.DataFrame, metric: str = "dice", reference: Mapping[str, float] | None = None,
+def plot_grid_summary_bars(summary: pd.DataFrame, metric: str = "dice", reference: Mapping[str, float] | None = None,
                    backbone_order: Sequence[str] | None = None, backbone_names: Mapping[str, str] | None = None,
                    title: str = "", ci_label: str = "95 % CI") -> plt.Figure:
     """The fine-tuning grid as grouped bars (18-configuration paper, Figure 4, middle).
@@ -284,7 +305,7 @@ def plot_grid_bars(summary: pd.DataFrame, metric: str = "dice", reference: Mappi
     names = backbone_names or {}
     ax.set_xticks(range(len(backbones)), [names.get(b, b) for b in backbones])
     ax.set_ylabel(f"mean {_metric_label(metric)} ({ci_label})")
-    ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
+    ax.legend(fontsize=MIN_FONT, bbox_to_anchor=(1.01, 1), loc="upper left")
     if title:
         ax.set_title(title)
     fig.tight_layout()
@@ -321,13 +342,13 @@ def plot_forest(rows: pd.DataFrame, xlabel: str = "mean difference (a − b)", t
             ax.plot(row["mean_diff"], yy, marker="o", markersize=5, color=color,
                     markerfacecolor=color if bool(row["significant"]) else "white")
     ax.axvline(0.0, color="0.3", linewidth=0.8)
-    ax.set_yticks(range(len(levels)), levels, fontsize=8 if longest > 25 else 10)
+    ax.set_yticks(range(len(levels)), levels, fontsize=MIN_FONT + 1 if longest > 25 else 10)
     ax.set_ylim(len(levels) - 0.5, -0.5)
     ax.set_xlabel(xlabel)
     handles = [matplotlib.lines.Line2D([], [], color=colors[str(h)], marker="o", label=str(h)) for h in hues if hue]
     handles.append(matplotlib.lines.Line2D([], [], color="0.3", marker="o", markerfacecolor="white", linestyle="",
-                                           label="open marker: not significant (adjusted p > alpha)"))
-    fig.legend(handles=handles, fontsize=7, loc="lower center", ncol=1, frameon=False)
+                                           label="open marker: not significant (adjusted p > alpha) or not tested"))
+    fig.legend(handles=handles, fontsize=MIN_FONT, loc="lower center", ncol=1, frameon=False)
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout(rect=(0, min(0.5, (0.19 * len(handles) + 0.1) / height), 1, 1))
@@ -365,7 +386,7 @@ def plot_shots_curve(summary: pd.DataFrame, metric: str = "dice", reference: pd.
     ax.set_xticks([p for _, p in ticks], [("full" if k < 0 else f"{k}-shot") for k, _ in ticks])
     ax.set_xlabel("training images")
     ax.set_ylabel(f"mean {_metric_label(metric)} ({ci_label})")
-    ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
+    ax.legend(fontsize=MIN_FONT, bbox_to_anchor=(1.01, 1), loc="upper left")
     if title:
         ax.set_title(title)
     fig.tight_layout()
@@ -390,7 +411,7 @@ def plot_condition_bars(summary: pd.DataFrame, metric: str = "dice", x: str = "l
                yerr=[lo, hi], capsize=2, label=h, error_kw={"elinewidth": 0.8})
     ax.set_xticks(range(len(xs)), xs, rotation=35, ha="right", fontsize=8)
     ax.set_ylabel(f"mean {_metric_label(metric)} ({ci_label})")
-    ax.legend(fontsize=7, title=hue, bbox_to_anchor=(1.01, 1), loc="upper left")
+    ax.legend(fontsize=MIN_FONT, title=hue, bbox_to_anchor=(1.01, 1), loc="upper left")
     if title:
         ax.set_title(title)
     fig.tight_layout()

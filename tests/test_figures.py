@@ -1,4 +1,4 @@
-"""samlab.figures: tables, comparisons and figures built from synthetic tidy results with known answers."""
+"""samlab.report: tables, comparisons and figures built from synthetic tidy results with known answers."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ import scipy.stats
 from statsmodels.stats.multitest import multipletests
 
 from samlab.config import StatisticsParams
-from samlab.figures import (
+from samlab.report import (
     MEAN_ROW,
     Comparison,
     condition_label,
@@ -275,12 +275,12 @@ def test_plan_finds_the_papers_comparisons(study):
     names = {(c.family, c.name) for c in plan}
     families = {c.family for c in plan}
     assert ("zero-shot: nnU-Net vs oracle boxes (pelvic Fig. 3)",
-            "MedSAM + nnunet_box vs MedSAM + oracle_box") in names
-    assert ("zero-shot: expanded vs tight box", "LiteMedSAM + oracle_box+5px vs LiteMedSAM + oracle_box") in names
+            "MedSAM + nnU-Net box vs MedSAM + oracle box") in names
+    assert ("zero-shot: expanded vs tight box", "LiteMedSAM + oracle box +5 px vs LiteMedSAM + oracle box") in names
     assert ("zero-shot: one box per component vs one box",
-            "MedSAM + oracle_component_boxes vs MedSAM + oracle_box") in names
+            "MedSAM + oracle box per component vs MedSAM + oracle box") in names
     assert ("refined vs nnU-Net (pelvic Fig. 4)",
-            "LiteMedSAM + En/Decoder + Vanilla (oracle_box) vs nnU-Net (2d)") in names
+            "LiteMedSAM + En/Decoder + Vanilla (oracle box) vs nnU-Net (2d)") in names
     assert ("fine-tuning: best configuration vs nnU-Net (18-config Fig. 4, right)",
             "ViT-H + En/Decoder + LoRA vs nnU-Net (2d)") in names
     assert ("few-shot: more training images", "ViT-B + En/Decoder + Adapter k=10 vs ViT-B + En/Decoder + Adapter k=5") in names
@@ -330,12 +330,16 @@ def test_plan_notes_what_is_absent(tmp_path):
 def test_recommendations_pick_the_highest_mean_with_its_ci(study):
     table, notes = recommendations(study.frame, n_resamples=500)
     by = table.set_index("scenario")
-    single = by.loc["single dataset (automatic)"]
+    # scenario names say the mode the rows were run in: the synthetic grid is prompt-free, its LiteMedSAM box-prompted
+    assert "single dataset (automatic (no prompt) and box prompts)" in by.index
+    by.index = [s.split(" (")[0] + (f" (k={s.split('k=')[1][0]})" if "k=" in s else "") if not s.startswith("prompt")
+                else s for s in by.index]
+    single = by.loc["single dataset"]
     assert single["best"] == "ViT-H + En/Decoder + LoRA" and single["candidates"] == 19
     frame = study.frame
     rows = frame[(frame.source == "finetune") & (frame.backbone == "vit_h") & (frame.scope == "encoder_decoder")
                  & (frame.peft == "lora") & (frame.metric == "dice") & (frame.slice >= 0)]  # 2D, as the paper
-    assert single["level"] == "2d" and by.loc["zero-shot (no training)", "level"] == "3d"
+    assert single["level"] == "2d" and by.loc["zero-shot", "level"] == "3d"
     assert single["mean"] == pytest.approx(rows.groupby("subject")["value"].mean().mean())
     assert single["ci_low"] < single["mean"] < single["ci_high"] and single["n"] == 6
     assert single["runner_up"] == "ViT-H + En/Decoder + Adapter"  # base 0.88; best 0.89
@@ -343,7 +347,7 @@ def test_recommendations_pick_the_highest_mean_with_its_ci(study):
     assert by.loc["few-shot (k=5)", "best"] == "ViT-B + En/Decoder + Adapter k=5"
     assert by.loc["few-shot (k=5)", "verdict"] == "best"  # +0.05 over 6 subjects, noise 0.01
     assert by.loc["prompt-based (point)", "best"] == "ViT-T + En/Decoder + Adapter (point)"
-    assert by.loc["zero-shot (no training)", "best"] == "MedSAM + oracle_component_boxes"
+    assert by.loc["zero-shot", "best"] == "MedSAM + oracle box per component"
     assert by.loc["few-shot (k=5)", "nnunet_mean"] == pytest.approx(
         frame[(frame.source == "fewshot") & (frame.method == "nnunet") & (frame.shots == 5) & (frame.metric == "dice")]
         ["value"].mean())
@@ -397,7 +401,7 @@ def test_corrupt_results_file_is_named(tmp_path):
 def test_report_holds_every_table_and_figure_the_results_allow(tmp_path):
     import matplotlib.pyplot as plt
 
-    from samlab.figures import build_report
+    from samlab.report import build_report
 
     _synthetic_study(tmp_path / "results", n_subjects=4, backbones=("vit_b",))
     params = StatisticsParams(n_resamples=200, parameter_table=False, metrics=["dice", "hd95"])
@@ -412,7 +416,7 @@ def test_report_holds_every_table_and_figure_the_results_allow(tmp_path):
         assert {"comparisons", "summary", "pelvic_table1", "pelvic_table1_long",
                 "finetune_table4_recommendations"} <= set(report.tables)
         fig3 = report.tables["comparisons"]
-        fig3 = fig3[fig3.comparison == "MedSAM + nnunet_box vs MedSAM + oracle_box"]
+        fig3 = fig3[fig3.comparison == "MedSAM + nnU-Net box vs MedSAM + oracle box"]
         assert set(fig3.metric) == {"dice", "hd95"} and (fig3[fig3.structure != MEAN_ROW].n == 4).all()
         # nothing skipped; fine-tuned models (2D + 3D rows) meet nnU-Net and zero-shot (3D only) on volumes
         assert report.notes and all("compared on 3d rows only" in n for n in report.notes)
@@ -470,7 +474,7 @@ def test_statistics_params_validate():
 
 @pytest.mark.slow
 def test_parameter_table_matches_the_papers_table3_counts(tmp_path):
-    from samlab.figures import parameter_table
+    from samlab.report import table3_parameters as parameter_table
 
     cache = tmp_path / "table3.json"
     table = parameter_table(cache).set_index("config")

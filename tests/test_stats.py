@@ -78,9 +78,68 @@ def test_wilcoxon_scipy_docs_reference():
 
 
 def test_identical_pairs_are_no_difference():
+    # all five differences are 0: the exact sign test has no non-zero difference, p = 1
     for test in ("ttest", "wilcoxon"):
-        res = paired_test([0.9, 0.8, 1.0], [0.9, 0.8, 1.0], test=test)
+        res = paired_test([0.9, 0.8, 1.0, 0.7, 0.6], [0.9, 0.8, 1.0, 0.7, 0.6], test=test)
         assert (res["statistic"], res["p"], res["effect"], res["mean_diff"]) == (0.0, 1.0, 0.0, 0.0)
+        assert res["test_used"] == "sign test (exact)" and res["tested"]
+
+
+@pytest.mark.parametrize("test", ["ttest", "wilcoxon"])
+def test_zero_variance_pairs_get_the_exact_sign_test_not_p_zero(test):
+    # n = 5, every difference +0.1: t would be +inf with p = 0. By hand: all 5 signs positive
+    # under H0 (each sign + with probability 1/2): P(5 of 5) = 1/32, two-sided 2/32 = 0.0625.
+    a = np.array([0.5, 0.6, 0.7, 0.8, 0.9])
+    res = paired_test(a, a - 0.1, test=test)
+    assert res["p"] == pytest.approx(2 / 32)
+    assert res["test_used"] == "sign test (exact)"
+    assert res["statistic"] == 5.0 and math.isfinite(res["statistic"])
+    # n = 6 in the other direction: 2 / 64
+    b = np.linspace(0.1, 0.6, 6)
+    assert paired_test(b, b + 0.25, test=test)["p"] == pytest.approx(2 / 64)
+
+
+@pytest.mark.parametrize("test", ["ttest", "wilcoxon"])
+def test_fewer_than_min_n_pairs_are_not_tested(test):
+    # n = 4 < 5: effect size still reported, p NaN, the row says why
+    res = paired_test([0.9, 0.8, 0.7, 0.6], [0.8, 0.75, 0.5, 0.6], test=test)
+    assert res["n"] == 4 and not res["tested"]
+    assert math.isnan(res["p"]) and math.isnan(res["statistic"])
+    assert res["test_used"] == "not tested (n < 5)"
+    assert res["mean_diff"] == pytest.approx(0.35 / 4)
+    assert res["effect"] != 0.0 and math.isfinite(res["effect"])
+    # the threshold is a parameter
+    assert paired_test([0.9, 0.8, 0.7, 0.6], [0.8, 0.75, 0.5, 0.6], test=test, min_n=4)["tested"]
+    with pytest.raises(ValueError, match="min_n must be >= 2"):
+        paired_test([1, 2], [2, 3], min_n=1)
+
+
+def test_normal_case_matches_scipy_ttest_rel():
+    rng = np.random.default_rng(3)
+    a = rng.normal(0.8, 0.05, 12)
+    b = a - rng.normal(0.02, 0.03, 12)
+    res = paired_test(a, b, "ttest")
+    ref = scipy.stats.ttest_rel(a, b)
+    assert res["test_used"] == "paired t"
+    assert res["statistic"] == pytest.approx(ref.statistic)
+    assert res["p"] == pytest.approx(ref.pvalue)
+    w = paired_test(a, b, "wilcoxon")
+    assert w["test_used"] == "Wilcoxon signed-rank (exact)"
+    assert w["p"] == pytest.approx(scipy.stats.wilcoxon(a, b, method="exact").pvalue)
+
+
+def test_test_row_reports_untested_rows_without_stars():
+    from samlab.stats import row_stars, test_row
+
+    a = np.array([0.9, 0.8])
+    row = test_row(a, a - 0.1, n_resamples=200, confidence=0.95, seed=0)
+    assert row["n"] == 2 and row["test"] == "not tested (n < 5)" and not row["tested"]
+    assert math.isnan(row["p_t"]) and math.isnan(row["p_w"])
+    assert row["mean_diff"] == pytest.approx(0.1) and row["ci_low"] == pytest.approx(0.1)
+    assert row_stars(row["p_t"], row["tested"]) == ""
+    five = test_row(np.arange(5.0), np.arange(5.0) - 1, n_resamples=200, confidence=0.95, seed=0, test="wilcoxon")
+    assert five["test"] == "sign test (exact)" and five["p_w"] == pytest.approx(0.0625) and five["p_t"] == pytest.approx(0.0625)
+    assert row_stars(five["p_w"], five["tested"]) == "ns"
 
 
 def test_paired_test_input_errors():
@@ -254,11 +313,11 @@ def test_compare_per_structure_with_holm():
     table = compare(results_frame(), "method", "drug1", "drug2", metric="dice", n_resamples=2000)
     assert list(table["structure"]) == ["sleep", "depression"]  # order of first appearance
     assert list(table.columns) == [
-        "structure", "metric", "a", "b", "test", "n", "mean_a", "mean_b", "mean_diff", "ci_low",
+        "structure", "metric", "a", "b", "test", "tested", "n", "mean_a", "mean_b", "mean_diff", "ci_low",
         "ci_high", "statistic", "p", "p_adj", "effect", "effect_name", "significant", "stars",
     ]
     sleep = table.set_index("structure").loc["sleep"]
-    assert sleep["n"] == 10
+    assert sleep["n"] == 10 and sleep["test"] == "paired t"
     assert sleep["statistic"] == pytest.approx(-4.0621, abs=1e-4)
     assert sleep["p"] == pytest.approx(0.002833, abs=5e-7)
     assert sleep["mean_a"] == pytest.approx(np.mean(SLEEP_1))
@@ -283,6 +342,7 @@ def test_compare_wilcoxon_without_correction_and_single_group():
     row = table.iloc[0]
     assert row["statistic"] == 5.0 and row["p"] == pytest.approx(0.0390625)
     assert row["p_adj"] == row["p"] and row["stars"] == "*"
+    assert row["test"] == "Wilcoxon signed-rank (exact)"
     pooled = compare(frame, "method", "drug1", "drug2", metric="dice", group=None, n_resamples=1000)
     assert list(pooled["group"]) == ["all"] and pooled["n"].iloc[0] == 19
 
@@ -294,5 +354,9 @@ def test_compare_errors_name_the_problem():
     small = frame[(frame["structure"] == "sleep") & frame["subject"].isin(["s00"])]
     with pytest.raises(ValueError, match="structure='sleep': a paired test needs at least 2"):
         compare(small, "method", "drug1", "drug2", metric="dice")
+    few = compare(frame[frame["subject"].isin(["s00", "s01", "s02"])], "method", "drug1", "drug2", metric="dice",
+                  n_resamples=200)
+    assert (few["test"] == "not tested (n < 5)").all() and few["p"].isna().all() and few["p_adj"].isna().all()
+    assert (few["stars"] == "").all() and not few["significant"].any()
     with pytest.raises(ValueError, match="group column 'backbone'"):
         compare(frame, "method", "drug1", "drug2", metric="dice", group="backbone")

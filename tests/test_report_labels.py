@@ -1,0 +1,165 @@
+"""samlab.report: titles, labels and stars say only what the rows they draw support (issue 15)."""
+from __future__ import annotations
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+
+from samlab.config import StatisticsParams
+from samlab.report import build_report, condition_summary, pelvic_table1
+from samlab.report.conditions import prompt_name, structure_name
+from samlab.report.figures import short_comparison
+from samlab.results import make_rows, to_frame, write_results
+
+STRUCTURES = ("bladder", "obturator_internus")
+
+
+def _grid_rows(n_subjects: int, prompt: str, dataset: str = "PelvisPhantom", seed: int = 0) -> list[dict]:
+    """Fine-tuning grid rows (2 configurations, 2D + 3D) and an nnU-Net reference, box-prompted when ``prompt``."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n_subjects):
+        for structure in STRUCTURES:
+            where = {"dataset": dataset, "subject": f"case_{i:02d}", "structure": structure}
+            for peft, base in (("vanilla", 0.80), ("lora", 0.84)):
+                ctx = {**where, "method": "finetune", "backbone": "vit_b", "scope": "decoder", "peft": peft,
+                       "init": "pretrained", "prompt": prompt, "recipe": "paper_adam"}
+                dice = float(base + rng.normal(0, 0.01))
+                rows += make_rows(ctx, {"dice": dice, "hd95": 30 * (1 - dice)})
+                rows += make_rows({**ctx, "slice": 3}, {"dice": dice - 0.01})
+            rows += make_rows({**where, "method": "nnunet", "backbone": "2d", "prompt": "none"},
+                              {"dice": float(0.9 + rng.normal(0, 0.01)), "hd95": 3.0})
+    return rows
+
+
+def _texts(fig: matplotlib.figure.Figure) -> list[str]:
+    return [t.get_text() for t in fig.findobj(matplotlib.text.Text) if t.get_text()]
+
+
+def _report(tmp_path, rows, **params):
+    write_results(to_frame(rows), tmp_path / "results" / "finetune.parquet")
+    settings = dict(n_resamples=200, parameter_table=False, metrics=["dice", "hd95"]) | params
+    return build_report(tmp_path, StatisticsParams(**settings), verbose=False)
+
+
+def test_grid_title_is_read_from_the_rows_it_plots(tmp_path):
+    report = _report(tmp_path, _grid_rows(6, "oracle_box"))
+    try:
+        title = " ".join(_texts(report.figures["finetune_fig4_grid"]))
+        assert "box prompts" in title and "automatic" not in title  # every row was box-prompted
+        assert "n = 6 subjects" in title and "PelvisPhantom (synthetic phantom)" in title
+        assert "recipe paper_adam" in title
+        scenarios = report.tables["finetune_table4_recommendations"]["scenario"].tolist()
+        assert scenarios == ["single dataset (box prompts, recipe paper_adam)"]
+    finally:
+        plt.close("all")
+
+
+def test_grid_title_says_automatic_for_prompt_free_rows_and_counts_n(tmp_path):
+    report = _report(tmp_path, _grid_rows(3, ""))
+    try:
+        title = " ".join(_texts(report.figures["finetune_fig4_grid"]))
+        assert "automatic (no prompt)" in title and "box" not in title
+        assert "n = 3 subjects" in title
+    finally:
+        plt.close("all")
+
+
+def test_no_star_anywhere_when_every_comparison_has_fewer_than_min_n_pairs(tmp_path):
+    report = _report(tmp_path, _grid_rows(4, "oracle_box"))  # 4 volumes < 5: nothing may be tested
+    try:
+        comparisons = report.tables["comparisons"]
+        assert len(comparisons) and (comparisons["test"] == "not tested (n < 5)").all()
+        assert comparisons["p"].isna().all() and not comparisons["significant"].any()
+        assert (comparisons["stars"] == "").all()
+        for name, fig in report.figures.items():
+            assert not any("*" in text for text in _texts(fig)), name
+        forest = " ".join(_texts(report.figures["effects_fine_tuning_peft_method"]))
+        assert "not tested" in forest and "n = 4" in forest
+    finally:
+        plt.close("all")
+
+
+def test_stars_come_back_with_enough_pairs_and_the_test_is_named(tmp_path):
+    report = _report(tmp_path, _grid_rows(8, "oracle_box"))
+    try:
+        comparisons = report.tables["comparisons"]
+        peft = comparisons[comparisons["family"] == "fine-tuning: PEFT method"]
+        assert (peft["test"] == "paired t").all() and peft["significant"].all()  # +0.04 Dice, noise 0.01
+        assert (peft["stars"].str.startswith("*")).all()
+        forest = " ".join(_texts(report.figures["effects_fine_tuning_peft_method"]))
+        assert "paired t" in forest and "n = 8" in forest
+        # the threshold is a parameter: with min_n = 10 the same 8 pairs are reported, not tested
+        strict = _report(tmp_path / "strict", _grid_rows(8, "oracle_box"), min_n=10).tables["comparisons"]
+        assert (strict["test"] == "not tested (n < 10)").all() and (strict["stars"] == "").all()
+    finally:
+        plt.close("all")
+
+
+def test_summary_counts_empty_predictions_and_skips_their_nan_distances():
+    frame = to_frame(_grid_rows(5, "oracle_box")).assign(source="finetune")
+    frame["empty_prediction"] = False
+    empty = (frame["subject"] == "case_01") & (frame["structure"] == "bladder") & (frame["peft"] == "lora") \
+        & (frame["slice"] < 0)
+    frame.loc[empty & (frame["metric"] == "hd95"), "value"] = np.nan
+    frame.loc[empty & (frame["metric"] == "dice"), "value"] = 0.0
+    frame.loc[empty, "empty_prediction"] = True
+    summary = condition_summary(frame, ["hd95"], n_resamples=200)
+    cell = summary[(summary["peft"] == "lora") & (summary["structure"] == "bladder") & (summary["level"] == "3d")].iloc[0]
+    assert cell["n_empty"] == 1 and cell["n"] == 4  # the empty prediction's HD95 is not averaged as a distance
+    assert np.isfinite(cell["mean"])
+    # older results without the column: the count is unknown (NaN), not 0
+    old = condition_summary(frame.drop(columns="empty_prediction"), ["dice"], n_resamples=200)
+    assert old["n_empty"].isna().all()
+
+
+def test_pelvic_table1_names_the_data_of_every_column():
+    rows = []
+    for i in range(6):
+        for prompt in ("oracle_box", "nnunet_box"):
+            rows += make_rows({"dataset": "PelvisPhantom", "subject": f"c{i}", "structure": "bladder",
+                               "method": "zero_shot", "backbone": "medsam_vit_b", "prompt": prompt},
+                              {"dice": 0.8, "hd95": 5.0})
+    long, wide = pelvic_table1(to_frame(rows).assign(source="zero_shot"))
+    header = wide.iloc[0]
+    assert header["metric"] == "(data)" and "only the pattern is comparable" in header["structure"]
+    assert header["MedSAM | oracle | ours"] == "samlab: PelvisPhantom (synthetic phantom), n = 6 volumes"
+    assert "117 real" in header["MedSAM | oracle | paper"]
+    assert header["nnU-Net | none | ours"] == "samlab: not in this run"
+    assert set(long["ours_data"]) >= {"samlab: PelvisPhantom (synthetic phantom), n = 6 volumes"}
+
+
+@pytest.mark.parametrize("raw, shown", [
+    ("oracle_box", "oracle box"), ("oracle_box+5px", "oracle box +5 px"), ("oracle_box_exp5", "oracle box +5 px"),
+    ("nnunet_part_boxes", "nnU-Net box per convex part"), ("oracle_component_boxes", "oracle box per component"),
+    ("box_noisy|oracle", "noisy box | oracle"), ("", "no prompt"),
+])
+def test_prompt_display_names(raw, shown):
+    assert prompt_name(raw) == shown
+
+
+def test_structure_names_and_short_comparison_labels():
+    assert structure_name("obturator_internus") == "obturator internus"
+    assert structure_name("(mean)") == "mean over structures"
+    assert short_comparison("MedSAM + oracle box +5 px vs MedSAM + oracle box") == "MedSAM: oracle box +5 px vs oracle box"
+    assert short_comparison("ViT-B + Decoder + LoRA vs ViT-B + Decoder + Vanilla") == "ViT-B + Decoder: LoRA vs Vanilla"
+    assert short_comparison("nnU-Net (2d) vs MedSAM + oracle box") == "nnU-Net (2d) vs MedSAM + oracle box"
+
+
+def test_samlab_figures_cli_prints_and_writes_no_star_below_min_n(tmp_path, capsys):
+    from samlab.cli import main
+
+    run = tmp_path / "runs" / "tiny"
+    write_results(to_frame(_grid_rows(3, "oracle_box")), run / "results" / "finetune.parquet")
+    (run / "run.json").write_text('{"profile": "tiny"}')
+    try:
+        assert main(["figures", str(run), "--out", str(tmp_path / "figs"), "--no-parameter-table"]) == 0
+    finally:
+        plt.close("all")
+    printed = capsys.readouterr().out
+    assert "*" not in printed and "wrote" in printed
+    comparisons = pd.read_csv(tmp_path / "figs" / "tiny" / "comparisons.csv", keep_default_na=False)
+    assert len(comparisons) and (comparisons["stars"] == "").all()
+    assert set(comparisons["test"]) == {"not tested (n < 5)"}
