@@ -25,6 +25,7 @@ from scipy import ndimage
 from tqdm.auto import tqdm
 
 from . import prompts as P
+from .data.manifest import present_structures
 from .metrics import evaluate_masks
 from .models import Predictor
 from .results import make_rows, to_frame
@@ -89,11 +90,6 @@ class ZeroShotResult:
     predictions: dict[tuple[str, str, str], np.ndarray] = field(default_factory=dict)  # (case, structure, prompt)
     encoder_calls: int = 0
     absent: list[tuple[str, str]] = field(default_factory=list)  # (case, structure) not in the ground truth
-
-
-def present_structures(labels: np.ndarray, structures: Mapping[str, Sequence[int]]) -> dict[str, Sequence[int]]:
-    """The structures with at least one voxel in ``labels`` (the ones that can be scored), in order."""
-    return {name: values for name, values in structures.items() if structure_mask(labels, values).any()}
 
 
 def empty_prediction_summary(results: pd.DataFrame) -> pd.DataFrame:
@@ -212,7 +208,7 @@ def run_zero_shot(
         case_variants = [v for v in variants if v.source in available]
         if not case_variants:
             continue
-        present = present_structures(case.labels, structures)
+        present = {name: structures[name] for name in present_structures(case.labels, structures)}
         absent += [(case.case_id, name) for name in structures if name not in present]
         if not present:
             continue

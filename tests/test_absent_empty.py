@@ -20,6 +20,7 @@ import SimpleITK as sitk
 from samlab.data.curate import curate_nnunet_raw
 from samlab.data.manifest import read_manifest
 from samlab.data.phantom import LABELS, STRUCTURES, write_phantom_dataset
+from samlab.data.readers import DataValidationError
 from samlab.metrics import evaluate_label_volumes, evaluate_masks
 from samlab.models import Predictor
 from samlab.results import make_rows, read_results, to_frame, write_results
@@ -167,6 +168,11 @@ def test_curation_records_absent_structures_and_keeps_an_empty_case(erased_run, 
     cases = res.cases.set_index("case_id")["n_absent_structures"]
     assert cases[test_case] == 1 and cases[empty_case] == 8 and cases.sum() == 9
     assert res.summary.set_index("split").loc["total", "n_absent_structures"] == 9
+    # the strict mode still refuses an empty label volume, naming the file
+    strict = run.root / "strict"
+    with pytest.raises(DataValidationError, match=rf"{empty_case}.nii.gz.*label volume is empty"):
+        curate_nnunet_raw(raw, strict, seed=0, allow_empty=False, progress=False)
+    assert not strict.exists()
 
 
 def test_zero_shot_skips_absent_structures_and_marks_empty_predictions(erased_run, litemedsam, capsys):
