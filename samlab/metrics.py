@@ -12,27 +12,45 @@ the tolerance — are MONAI's and not ours.
 Spacing is given per axis **in array order**, ``(sz, sy, sx)`` for 3D and
 ``(sy, sx)`` for 2D, i.e. the reverse of ``SimpleITK.Image.GetSpacing()``.
 
-Empty masks (MONAI itself returns NaN/inf with a warning here), defined once for
-every caller:
+Empty masks (MONAI itself returns NaN/inf with a warning here) follow one rule,
+defined here for every caller. :func:`evaluate_masks` and
+:func:`evaluate_label_volumes` -- the functions every results row comes from --
+return an :class:`Evaluation` (a ``{metric: value}`` dict that also says what
+kind of pair it scored):
 
-==================  ======  ======  =========================================
-case                dice    nsd     hd95
-==================  ======  ======  =========================================
-both empty          1.0     1.0     0.0
-exactly one empty   0.0     0.0     diagonal of the field of view in mm,
-                                    ``sqrt(sum((n_i * s_i) ** 2))``
-==================  ======  ======  =========================================
+=============================  ======  ======  ======  ======================
+ground truth / prediction      dice    nsd     hd95    the evaluation
+=============================  ======  ======  ======  ======================
+empty / anything (absent)      --      --      --      empty, ``absent``
+present / empty                0.0     0.0     NaN     ``empty_prediction``
+present / present              the metrics as defined above
+=============================  ======  ======  ======  ======================
 
-Why a finite HD95 instead of NaN when one mask is empty: a missed structure is
-the worst possible outcome, and NaN would make it silently vanish from means and
-from paired tests (pandas skips NaN, a pair with a NaN member cannot be tested),
-flattering exactly the methods that fail most. The field-of-view diagonal is
-larger than any distance two points inside the image can have, so a miss ranks
-below every real prediction in that image. It is the same idea as the BraTS
-challenge's fixed 373.13 mm (the diagonal of its 240x240x155 volume), but taken
-from the image at hand so that 2D slices and 3D volumes of any size get a bound
-of their own. Both-empty counts as a perfect agreement (nothing to find, nothing
-found).
+Why an absent structure is not scored: with nothing to find there is nothing to
+measure. Scoring "nothing found" as Dice 1 / NSD 1 / HD95 0 would put perfect
+scores into the means for every case that lacks a structure, flattering every
+method equally and hiding how it does where the structure exists. A prediction
+made where the ground truth is empty (a false positive on an absent structure)
+is not scored either; the structure's presence per case is recorded at curation
+(``present_structures`` in the manifest) so the count of such cases is visible.
+:func:`samlab.results.make_rows` writes no rows for an empty evaluation, so a
+slice or case without the structure simply has no rows (2D per-slice scoring
+gets the same rule: a slice without the structure is not scored).
+
+Why an empty prediction of a present structure gets Dice 0 and NSD 0 but HD95
+NaN: Dice and NSD stay well defined (no overlap; no ground-truth boundary point
+lies within tolerance of a predicted boundary), but a distance to nothing is
+undefined, and any stand-in distance (the field-of-view diagonal used to be one)
+would be averaged and tested as if it had been measured. The evaluation is
+marked ``empty_prediction=True`` instead, :func:`samlab.results.make_rows`
+carries the mark into the ``empty_prediction`` column of each of its rows, and
+tables report HD95 means over the non-empty predictions together with the count
+of empty ones.
+
+The single-metric functions :func:`dice`, :func:`hd95` and :func:`nsd` score any
+pair they are given: both empty gives Dice 1, NSD 1, HD95 0 (agreement; training
+validation and the interactive viewer use them on present structures only),
+exactly one empty gives Dice 0, NSD 0, HD95 NaN.
 
 Why Dice is not MONAI's ``compute_dice``: Dice is ``2|A∩B| / (|A| + |B|)`` on
 counts, and MONAI's version first builds float tensors of the whole volume, which
@@ -56,16 +74,39 @@ from monai.metrics import compute_hausdorff_distance, compute_surface_dice
 
 __all__ = [
     "METRICS",
+    "Evaluation",
     "dice",
     "hd95",
     "nsd",
     "evaluate_masks",
     "evaluate_label_volumes",
-    "fov_diagonal_mm",
 ]
 
 #: Metric names :func:`evaluate_masks` understands, in their default order.
 METRICS: tuple[str, ...] = ("dice", "hd95", "nsd")
+
+
+class Evaluation(dict):
+    """``{metric: value}`` of one mask pair, plus what kind of pair it was.
+
+    A plain dict to every caller (``values["dice"]``, ``values == {...}``), so code
+    written for dicts keeps working; :func:`samlab.results.make_rows` reads the two
+    marks. ``absent``: the ground truth is empty, nothing was scored (the mapping is
+    empty). ``empty_prediction``: the structure is present and nothing was predicted
+    (Dice 0, NSD 0, HD95 NaN).
+    """
+
+    def __init__(self, values: Mapping[str, float] | None = None, *, absent: bool = False,
+                 empty_prediction: bool = False) -> None:
+        super().__init__(values or {})
+        if absent and (self or empty_prediction):
+            raise ValueError("an absent structure's evaluation holds no scores and no empty-prediction mark")
+        self.absent = bool(absent)
+        self.empty_prediction = bool(empty_prediction)
+
+    def __repr__(self) -> str:
+        marks = "".join(f", {k}=True" for k in ("absent", "empty_prediction") if getattr(self, k))
+        return f"Evaluation({dict.__repr__(self)}{marks})"
 
 
 # --------------------------------------------------------------------------- validation
@@ -133,11 +174,6 @@ def _pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------- helpers
 
 
-def fov_diagonal_mm(shape: Sequence[int], spacing: Sequence[float]) -> float:
-    """Diagonal of the field of view in mm: the HD95 reported when exactly one mask is empty."""
-    return float(math.sqrt(sum((n * s) ** 2 for n, s in zip(shape, spacing))))
-
-
 def _crop_to_union(p: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Crop both masks to the union's bounding box plus one voxel (distances are unchanged)."""
     union = p | g
@@ -174,7 +210,7 @@ def _hd95(p: np.ndarray, g: np.ndarray, spacing: tuple[float, ...]) -> float:
     if not has_p and not has_g:
         return 0.0
     if has_p != has_g:
-        return fov_diagonal_mm(p.shape, spacing)
+        return math.nan  # no distance to an empty set (see the module docstring)
     pc, gc = _crop_to_union(p, g)
     with _quiet_monai():
         value = compute_hausdorff_distance(
@@ -213,8 +249,8 @@ def dice(pred: np.ndarray, gt: np.ndarray) -> float:
 def hd95(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) -> float:
     """95th-percentile symmetric Hausdorff distance in mm (MONAI), spacing in array order.
 
-    0 when both masks are empty; the field-of-view diagonal (mm) when exactly one is
-    (see the module docstring for why).
+    0 when both masks are empty; NaN when exactly one is (there is no distance to
+    nothing; see the module docstring).
     """
     p, g = _pair(pred, gt)
     return _hd95(p, g, _as_spacing(spacing, p.ndim))
@@ -235,10 +271,13 @@ def evaluate_masks(
     spacing: Sequence[float],
     metrics: Sequence[str] = METRICS,
     nsd_tolerance_mm: float = 2.0,
-) -> dict[str, float]:
+) -> Evaluation:
     """Evaluate one 2D or 3D binary mask pair; returns ``{metric: value}`` in the order asked.
 
-    Validates the inputs once, so it is the cheap way to get several metrics.
+    Validates the inputs once, so it is the cheap way to get several metrics. An
+    empty ``gt`` means the structure is absent: the result is empty (marked
+    ``absent``) and produces no results rows. An empty ``pred`` of a present
+    structure scores Dice 0, NSD 0, HD95 NaN and is marked ``empty_prediction``.
     """
     names = (metrics,) if isinstance(metrics, str) else tuple(metrics)
     if not names:
@@ -249,7 +288,9 @@ def evaluate_masks(
     p, g = _pair(pred, gt)
     sp = _as_spacing(spacing, p.ndim)
     tol = _as_tolerance(nsd_tolerance_mm)
-    out: dict[str, float] = {}
+    if not g.any():
+        return Evaluation(absent=True)
+    out = Evaluation(empty_prediction=not p.any())
     for name in names:
         if name == "dice":
             out[name] = _dice(p, g)
@@ -285,13 +326,15 @@ def evaluate_label_volumes(
     structures: Mapping[str, Sequence[int]],
     metrics: Sequence[str] = METRICS,
     nsd_tolerance_mm: float = 2.0,
-) -> dict[str, dict[str, float]]:
-    """Evaluate every structure of two label maps: ``{structure: {metric: value}}``.
+) -> dict[str, Evaluation]:
+    """Evaluate every structure of two label maps: ``{structure: Evaluation}``.
 
     A structure is the union of its label values (e.g. prostate = (4, 5)), so
     nested and multi-part structures are scored as one mask. A structure absent
-    from both maps scores as "both empty"; but if *no* structure's labels occur in
-    either map, the label mapping does not fit the data and a ValueError says so.
+    from the ground truth gets an empty evaluation (marked ``absent``, no rows).
+    If both maps are entirely background, every structure is absent; but if they
+    hold foreground and *no* structure's labels occur in either map, the label
+    mapping does not fit the data and a ValueError says so.
     """
     pred = _as_label_volume(pred_labels, "pred_labels")
     gt = _as_label_volume(gt_labels, "gt_labels")
@@ -307,7 +350,7 @@ def evaluate_label_volumes(
         wanted[name] = tuple(int(v) for v in vals)
     all_values = sorted({v for vals in wanted.values() for v in vals})
     present = set(np.unique(gt).tolist()) | set(np.unique(pred).tolist())
-    if not present.intersection(all_values):
+    if present - {0} and not present.intersection(all_values):
         raise ValueError(
             f"none of the structure labels {all_values} occur in pred_labels or gt_labels "
             f"(values present: {sorted(present)[:10]}); wrong label mapping?"

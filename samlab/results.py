@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+import numpy as np
 import pandas as pd
 
 from .io import atomic_path
@@ -45,6 +46,7 @@ COLUMNS: tuple[str, ...] = (
     "metric",
     "value",
     "unit",
+    "empty_prediction",  # the evaluation's prediction was empty (see samlab.metrics): dice/nsd 0, hd95 NaN
 )
 
 _DEFAULTS: dict[str, Any] = {
@@ -59,9 +61,11 @@ _DEFAULTS: dict[str, Any] = {
     "shots": -1,
     "seed": 0,
     "unit": "",
+    "empty_prediction": False,
 }
 
 _INT_COLUMNS = ("slice", "shots", "seed")
+_BOOL_COLUMNS = ("empty_prediction",)
 _UNITS = {"dice": "", "nsd": "", "iou": "", "hd95": "mm", "assd": "mm"}
 
 
@@ -71,13 +75,19 @@ def metric_unit(metric: str) -> str:
 
 
 def make_rows(context: Mapping[str, Any], values: Mapping[str, float]) -> list[dict[str, Any]]:
-    """Expand one evaluation (``{"dice": 0.9, "hd95": 3.1}``) into schema rows sharing ``context``."""
+    """Expand one evaluation (``{"dice": 0.9, "hd95": 3.1}``) into schema rows sharing ``context``.
+
+    An empty evaluation (an absent structure, see :mod:`samlab.metrics`) gives no
+    rows. A :class:`samlab.metrics.Evaluation` marked ``empty_prediction`` sets that
+    column on each of its rows, so callers pass the evaluation through unchanged.
+    """
     unknown = set(context) - set(COLUMNS)
     if unknown:
         raise ValueError(f"unknown results column(s) {sorted(unknown)}; allowed: {list(COLUMNS)}")
+    empty = {"empty_prediction": True} if getattr(values, "empty_prediction", False) else {}
     rows = []
     for metric, value in values.items():
-        row = {**_DEFAULTS, **context, "metric": metric, "value": float(value)}
+        row = {**_DEFAULTS, **context, **empty, "metric": metric, "value": float(value)}
         row.setdefault("unit", metric_unit(metric))
         if not row["unit"]:
             row["unit"] = metric_unit(metric)
@@ -112,14 +122,27 @@ def to_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
         raise ValueError(f"results rows have unknown column(s) {extra}; allowed: {list(COLUMNS)}")
     for column in _INT_COLUMNS:
         frame[column] = frame[column].astype("int64")
+    for column in _BOOL_COLUMNS:
+        frame[column] = _as_bool(frame[column], column)
     frame["value"] = frame["value"].astype("float64")
     for column in COLUMNS:
-        if column not in _INT_COLUMNS and column != "value":
+        if column not in _INT_COLUMNS and column not in _BOOL_COLUMNS and column != "value":
             frame[column] = frame[column].astype(str)
     unset = frame["mode"].isin(["", "nan", "None"])
     if unset.any():
         frame.loc[unset, "mode"] = [derive_mode(m, p) for m, p in zip(frame.loc[unset, "method"], frame.loc[unset, "prompt"])]
     return frame[list(COLUMNS)]
+
+
+def _as_bool(column: pd.Series, name: str) -> pd.Series:
+    """A True/False column; refuses anything else (``astype(bool)`` would read "False" as True)."""
+    if pd.api.types.is_bool_dtype(column):
+        return column
+    ok = column.map(lambda v: isinstance(v, (bool, np.bool_)) or (isinstance(v, (int, np.integer)) and v in (0, 1)))
+    if not ok.all():
+        found = column[~ok].unique()[:5].tolist()
+        raise ValueError(f"results column {name!r} must hold True/False, found {found}")
+    return column.astype(bool)
 
 
 def write_results(frame: pd.DataFrame | Iterable[Mapping[str, Any]], path: str | os.PathLike) -> Path:

@@ -117,7 +117,7 @@ class RunDir:
         dataset = read_raw_dataset(info["raw_dir"])
         cases = []
         for case_id in case_ids:
-            volume = read_case(dataset, case_id)
+            volume = read_case(dataset, case_id, allow_empty=True)  # curation keeps all-absent cases
             if clip_percentiles:
                 volume = replace(volume, image=clip_volume(volume.image).astype(np.float32))
             cases.append(volume)

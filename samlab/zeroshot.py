@@ -7,6 +7,12 @@ box mode (one box, one box per connected component, one box per near-convex
 part of each component, one interior point per component) and isotropic box
 expansion. Every slice is encoded once; all prompt variants reuse the embedding
 (see :class:`samlab.models.EmbeddingCache`).
+
+Absent structures and empty predictions follow :mod:`samlab.metrics`: a
+structure with no voxel in a case's ground truth is skipped for that case (no
+prompt, no rows; the pairs are listed in :attr:`ZeroShotResult.absent`), and a
+present structure predicted empty scores Dice 0, NSD 0, HD95 NaN with
+``empty_prediction`` set (counted per condition by :func:`empty_prediction_summary`).
 """
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ from scipy import ndimage
 from tqdm.auto import tqdm
 
 from . import prompts as P
+from .data.manifest import present_structures
 from .metrics import evaluate_masks
 from .models import Predictor
 from .results import make_rows, to_frame
@@ -77,11 +84,43 @@ def _prompts_for(mask2d: np.ndarray, variant: PromptVariant) -> tuple[list[np.nd
 
 @dataclass
 class ZeroShotResult:
-    """Tidy metric rows plus the 3D predictions (kept for overlay figures)."""
+    """Tidy metric rows, the 3D predictions (kept for overlay figures) and the skipped absent structures."""
 
     results: pd.DataFrame
     predictions: dict[tuple[str, str, str], np.ndarray] = field(default_factory=dict)  # (case, structure, prompt)
     encoder_calls: int = 0
+    absent: list[tuple[str, str]] = field(default_factory=list)  # (case, structure) not in the ground truth
+
+
+def empty_prediction_summary(results: pd.DataFrame) -> pd.DataFrame:
+    """Per condition (backbone, prompt) and structure: evaluations scored and how many predicted nothing.
+
+    One evaluation = one Dice row (every evaluation has one). ``n_empty`` counts
+    those marked ``empty_prediction``: their Dice and NSD are 0 and their HD95 NaN,
+    so an HD95 mean covers ``n_scored - n_empty`` evaluations.
+    """
+    columns = ["backbone", "prompt", "structure", "n_scored", "n_empty"]
+    dice = results[results["metric"] == "dice"]
+    if dice.empty:
+        return pd.DataFrame(columns=columns)
+    grouped = dice.groupby(["backbone", "prompt", "structure"], sort=False)["empty_prediction"]
+    table = grouped.agg(n_scored="size", n_empty="sum").reset_index()
+    table["n_empty"] = table["n_empty"].astype(int)
+    return table[columns]
+
+
+def _report(absent: Sequence[tuple[str, str]], results: pd.DataFrame) -> None:
+    """Print what was not scored (absent structures) and which conditions predicted nothing."""
+    if absent:
+        pairs = ", ".join(f"{case}/{name}" for case, name in absent[:10]) + (" ..." if len(absent) > 10 else "")
+        print(f"skipped {len(absent)} (case, structure) pair(s) as absent from the ground truth "
+              f"(not scored): {pairs}")
+    summary = empty_prediction_summary(results)
+    empty = summary[summary["n_empty"] > 0]
+    if not empty.empty:
+        print(f"empty predictions (Dice 0, NSD 0, HD95 NaN) in {int(empty['n_empty'].sum())} of "
+              f"{int(summary['n_scored'].sum())} evaluation(s):")
+        print(empty.to_string(index=False))
 
 
 def predict_case(
@@ -152,9 +191,13 @@ def run_zero_shot(
     ``prompt_sources`` maps a source name to ``{case_id: label volume}``; the
     ``oracle`` source defaults to each case's ground truth. Cases a source lacks
     are skipped for that source's variants (and reported by the caller).
+    Structures absent from a case's ground truth are skipped for that case (no
+    prompt from any source, no rows) and listed in ``ZeroShotResult.absent``; the
+    absent pairs and the empty predictions per condition are printed.
     """
     prompt_sources = dict(prompt_sources or {})
     rows = []
+    absent: list[tuple[str, str]] = []
     predictions: dict[tuple[str, str, str], np.ndarray] = {}
     calls_before = predictor.encoder_calls
     for case in tqdm(cases, desc=f"zero-shot {predictor.spec.name}", disable=not progress):
@@ -165,7 +208,11 @@ def run_zero_shot(
         case_variants = [v for v in variants if v.source in available]
         if not case_variants:
             continue
-        predicted = predict_case(predictor, case, structures, case_variants, available)
+        present = {name: structures[name] for name in present_structures(case.labels, structures)}
+        absent += [(case.case_id, name) for name in structures if name not in present]
+        if not present:
+            continue
+        predicted = predict_case(predictor, case, present, case_variants, available)
         for (name, label), volume in predicted.items():
             gt = structure_mask(case.labels, structures[name])
             values = evaluate_masks(volume, gt, case.spacing, nsd_tolerance_mm=nsd_tolerance_mm)
@@ -182,7 +229,9 @@ def run_zero_shot(
             rows.extend(make_rows(context, values))
             if keep_predictions:
                 predictions[(case.case_id, name, label)] = volume
-    return ZeroShotResult(to_frame(rows), predictions, predictor.encoder_calls - calls_before)
+    frame = to_frame(rows)
+    _report(absent, frame)
+    return ZeroShotResult(frame, predictions, predictor.encoder_calls - calls_before, absent)
 
 
 def shape_descriptors(cases: Sequence[CaseLike], structures: Mapping[str, Sequence[int]]) -> pd.DataFrame:
@@ -283,14 +332,24 @@ def pool_error_breakdown(frame: pd.DataFrame) -> pd.DataFrame:
     return pooled[list(ERROR_REGIONS)].div(total, axis=0).join(pooled["predicted_voxels"]).reset_index()
 
 
+def _cell(mean: float, sd: float, n: int, n_empty: int) -> str:
+    text = "—" if not np.isfinite(mean) else f"{mean:.2f} ± {sd:.2f}" if np.isfinite(sd) else f"{mean:.2f}"
+    return f"{text} ({n_empty}/{n} empty)" if n_empty else text
+
+
 def summary_table(results: pd.DataFrame, metrics: Sequence[str] = ("dice", "hd95")) -> pd.DataFrame:
-    """Table-1-shaped summary: structures x (model, prompt) with ``mean ± sd`` per metric."""
+    """Table-1-shaped summary: structures x (model, prompt) with ``mean ± sd`` per metric.
+
+    A cell with empty predictions says how many, ``(k/n empty)``: Dice and NSD
+    count them as 0 in the mean, HD95 (NaN for them) is the mean of the other
+    ``n - k``; a cell whose every prediction was empty has no HD95 (``—``).
+    """
     frame = results[results["metric"].isin(metrics)]
-    grouped = frame.groupby(["metric", "structure", "backbone", "prompt"])["value"]
-    stats = grouped.agg(["mean", "std"]).reset_index()
-    stats["cell"] = [
-        f"{m:.2f} ± {s:.2f}" if np.isfinite(s) else f"{m:.2f}" for m, s in zip(stats["mean"], stats["std"])
-    ]
+    grouped = frame.groupby(["metric", "structure", "backbone", "prompt"])
+    stats = grouped.agg(mean=("value", "mean"), std=("value", "std"), n=("value", "size"),
+                        n_empty=("empty_prediction", "sum")).reset_index()
+    stats["cell"] = [_cell(m, s, int(n), int(k)) for m, s, n, k in
+                     zip(stats["mean"], stats["std"], stats["n"], stats["n_empty"])]
     table = stats.pivot_table(index=["metric", "structure"], columns=["backbone", "prompt"], values="cell", aggfunc="first")
     return table.reindex(list(metrics), level=0)
 

@@ -23,7 +23,6 @@ from samlab.metrics import (
     dice,
     evaluate_label_volumes,
     evaluate_masks,
-    fov_diagonal_mm,
     hd95,
     nsd,
 )
@@ -155,30 +154,27 @@ def test_nsd_3d_shift_along_z():
 # --------------------------------------------------------------------------- empty masks
 
 
-def test_both_empty():
+def test_empty_ground_truth_is_absent_not_scored():
     empty = np.zeros((20, 20), dtype=bool)
-    assert evaluate_masks(empty, empty, (1.0, 1.0)) == {"dice": 1.0, "hd95": 0.0, "nsd": 1.0}
+    for pred in (empty, square(shape=(20, 20))):  # nothing predicted, or a false positive
+        values = evaluate_masks(pred, empty, (1.0, 1.0))
+        assert values == {} and values.absent and not values.empty_prediction
 
 
-@pytest.mark.parametrize("which", ["pred", "gt"])
-def test_exactly_one_empty(which):
+def test_empty_prediction_of_a_present_structure():
     empty = np.zeros((20, 30), dtype=bool)
-    full = square(shape=(20, 30))
-    pred, gt = (empty, full) if which == "pred" else (full, empty)
-    values = evaluate_masks(pred, gt, (2.0, 0.5))
-    # field of view: 20 * 2 mm by 30 * 0.5 mm -> diagonal sqrt(40^2 + 15^2)
-    assert values == {"dice": 0.0, "hd95": pytest.approx(math.hypot(40.0, 15.0)), "nsd": 0.0}
-    assert fov_diagonal_mm((20, 30), (2.0, 0.5)) == pytest.approx(42.720018726587654)
+    values = evaluate_masks(empty, square(shape=(20, 30)), (2.0, 0.5))
+    assert list(values) == ["dice", "hd95", "nsd"]
+    assert values["dice"] == 0.0 and values["nsd"] == 0.0 and math.isnan(values["hd95"])
+    assert values.empty_prediction and not values.absent
 
 
-def test_one_empty_hd95_exceeds_any_real_hd95():
-    shape, spacing = (20, 24, 24), (3.0, 1.0, 1.0)
-    far_a = np.zeros(shape, dtype=bool)
-    far_b = np.zeros(shape, dtype=bool)
-    far_a[0, 0, 0] = True
-    far_b[-1, -1, -1] = True
-    worst_real = hd95(far_a, far_b, spacing)
-    assert worst_real < hd95(far_a, np.zeros(shape, dtype=bool), spacing)
+def test_single_metric_functions_on_empty_masks():
+    empty = np.zeros((20, 20), dtype=bool)
+    assert (dice(empty, empty), hd95(empty, empty, (1.0, 1.0)), nsd(empty, empty, (1.0, 1.0))) == (1.0, 0.0, 1.0)
+    for pred, gt in ((empty, square(shape=(20, 20))), (square(shape=(20, 20)), empty)):
+        assert dice(pred, gt) == 0.0 and nsd(pred, gt, (1.0, 1.0)) == 0.0
+        assert math.isnan(hd95(pred, gt, (1.0, 1.0)))
 
 
 # --------------------------------------------------------------------------- evaluate_masks
@@ -255,10 +251,16 @@ def test_evaluate_label_volumes_unions_labels():
     pred = gt.copy()
     pred[pred == 5] = 4  # confuses the two parts, but their union is right
     out = evaluate_label_volumes(pred, gt, (3.0, 1.0, 1.0), {"part5": (5,), "whole": (4, 5), "absent": (7,)})
-    assert out["whole"] == {"dice": 1.0, "hd95": 0.0, "nsd": 1.0}
-    assert out["part5"]["dice"] == 0.0
-    assert out["part5"]["hd95"] == pytest.approx(fov_diagonal_mm(gt.shape, (3.0, 1.0, 1.0)))
-    assert out["absent"] == {"dice": 1.0, "hd95": 0.0, "nsd": 1.0}
+    assert out["whole"] == {"dice": 1.0, "hd95": 0.0, "nsd": 1.0} and not out["whole"].empty_prediction
+    assert out["part5"]["dice"] == 0.0 and out["part5"]["nsd"] == 0.0 and math.isnan(out["part5"]["hd95"])
+    assert out["part5"].empty_prediction
+    assert out["absent"] == {} and out["absent"].absent
+
+
+def test_evaluate_label_volumes_all_background_is_all_absent():
+    empty = np.zeros((3, 8, 8), dtype=np.uint8)
+    out = evaluate_label_volumes(empty, empty, (1.0, 1.0, 1.0), {"bladder": (1,), "bone": (2,)})
+    assert out == {"bladder": {}, "bone": {}} and all(v.absent for v in out.values())
 
 
 def test_evaluate_label_volumes_refuses_bad_labels():

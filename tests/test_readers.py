@@ -371,7 +371,7 @@ def test_corrupt_nifti(phantom):
 
 
 def test_curation_reports_every_bad_case_and_writes_nothing(phantom, tmp_path):
-    _write(np.zeros(SHAPE, np.uint8), phantom / "labelsTr" / "pelvis_000.nii.gz")
+    _write(np.full(SHAPE, 99, np.uint8), phantom / "labelsTr" / "pelvis_000.nii.gz")  # a label not in the map
     img = phantom / "imagesTr" / "pelvis_002_0000.nii.gz"
     img.write_bytes(img.read_bytes()[:100])
     out = tmp_path / "out"

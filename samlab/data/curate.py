@@ -11,6 +11,12 @@ Why validate everything before writing anything: a study that silently skips a
 corrupt case changes its denominator. All bad cases are reported together, each
 with its file and problem, and no output is (over)written until all are good.
 
+An evaluation structure missing from a case is not an error but a fact about the
+case: the manifest records, per case and slice, which structures are present
+(``present_structures``), and later notebooks skip the absent ones instead of
+scoring them (see :mod:`samlab.metrics`). A case whose whole label volume is
+empty is kept the same way, with every structure absent, and a printed note.
+
 :func:`curate_slice_lists` does the same for 2D PNG slice lists (the
 finetune-SAM CSV format) and reports patient-level leakage between the lists.
 :func:`convert_paired_to_nnunet_raw` turns the pelvic MR download
@@ -22,14 +28,23 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Hashable, Literal, Mapping
+from typing import Callable, Hashable, Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from samlab.data.download import file_digest
 from samlab.io import atomic_path, write_json_atomic
-from samlab.data.manifest import build_manifest, count_column, slice2d_row, volume_rows, write_manifest
+from samlab.data.manifest import (
+    PRESENT_COLUMN,
+    build_manifest,
+    count_column,
+    format_structures,
+    present_structures,
+    slice2d_row,
+    volume_rows,
+    write_manifest,
+)
 from samlab.data.preprocess import remove_small_objects, remove_small_objects_per_slice
 from samlab.data.readers import (
     DataValidationError,
@@ -103,7 +118,8 @@ def curate_nnunet_raw(
     strata: Mapping[str, Hashable] | None = None,
     include_slices: bool = True,
     channel: int = 0,
-    allow_empty: bool = False,
+    allow_empty: bool = True,
+    structures: Mapping[str, Sequence[int]] | None = None,
     progress: bool = True,
 ) -> CurationResult:
     """Validate an nnU-Net raw / MSD folder, split it by patient and write manifest + splits.
@@ -114,11 +130,21 @@ def curate_nnunet_raw(
     marks, per slice, whether any labelled object of at least that many pixels
     remains (column ``usable``); labels on disk are never modified. Raises
     :class:`DataValidationError` listing every bad file before writing anything.
+
+    ``structures`` (name -> label values; default one per non-background label)
+    are the evaluation structures whose presence is recorded per case and slice
+    (manifest column ``present_structures``, and ``present_structures`` /
+    ``n_absent_structures`` in the cases table). A case with an empty label volume
+    is recorded with every structure absent and a printed note; ``allow_empty=False``
+    makes it a validation error instead.
     """
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     ds = read_raw_dataset(raw_dir)
     name = dataset or ds.name
     subject = _subject_fn(subject_of)
+    if structures is None:
+        structures = {k: (v,) for k, v in ds.label_map.items() if v != 0}
+    structures = {str(k): tuple(int(v) for v in vals) for k, vals in structures.items()}
     errors: list[DataValidationError] = []
     records: list[tuple] = []
     for case in _progress(ds.cases, len(ds.cases), f"validating {name}", progress):
@@ -150,11 +176,15 @@ def curate_nnunet_raw(
         cid = vol.case_id
         s = split_of_patient[subjects[cid]]
         usable = fg_clean > 0
+        present = present_structures(vol.labels, structures)
+        per_slice = [format_structures(present_structures(z, structures)) for z in vol.labels] if include_slices else []
         rows += volume_rows(
             vol, dataset=name, subject=subjects[cid], split=s, image_sha256=img_sha, label_sha256=lab_sha,
             include_slices=include_slices,
-            slice_extra={"n_foreground_clean": fg_clean.tolist(), "usable": usable.tolist()},
-            volume_extra={"n_foreground_clean": int(fg_clean.sum()), "usable": bool(usable.any())},
+            slice_extra={"n_foreground_clean": fg_clean.tolist(), "usable": usable.tolist(),
+                         PRESENT_COLUMN: per_slice} if include_slices else None,
+            volume_extra={"n_foreground_clean": int(fg_clean.sum()), "usable": bool(usable.any()),
+                          PRESENT_COLUMN: format_structures(present)},
         )
         counts = np.bincount(vol.labels.ravel(), minlength=256)
         case_rows.append({
@@ -163,7 +193,9 @@ def curate_nnunet_raw(
             "n_slices": int(vol.labels.shape[0]), "n_nonempty_slices": int(nonempty.sum()),
             "n_usable_slices": int(usable.sum()),
             **{count_column(k): int(counts[v]) for k, v in ds.label_map.items()},
+            PRESENT_COLUMN: format_structures(present), "n_absent_structures": len(structures) - len(present),
         })
+    _note_absent(case_rows, structures)
     manifest = build_manifest(rows)
     cases = pd.DataFrame(case_rows)
     summary = _summary(cases, ds.label_map)
@@ -174,10 +206,22 @@ def curate_nnunet_raw(
     return CurationResult(manifest, splits, cases, summary, dict(ds.label_map), manifest_path, splits_path, {})
 
 
+def _note_absent(case_rows: list[dict], structures: Mapping[str, Sequence[int]]) -> None:
+    """Print which cases have an empty label volume and how many (case, structure) pairs are absent."""
+    empty = [r["case_id"] for r in case_rows if r["n_nonempty_slices"] == 0]
+    if empty:
+        print(f"NOTE: {len(empty)} case(s) have an empty label volume, recorded with all {len(structures)} "
+              f"structure(s) absent (not scored): {', '.join(empty)}")
+    n_absent = sum(r["n_absent_structures"] for r in case_rows)
+    if n_absent:
+        print(f"NOTE: {n_absent} (case, structure) pair(s) absent from the labels (see {PRESENT_COLUMN} in the "
+              "manifest); they are not scored")
+
+
 def _summary(cases: pd.DataFrame, label_map: Mapping[str, int]) -> pd.DataFrame:
     count_cols = [count_column(k) for k in label_map]
     agg = {"subject": "nunique", "case_id": "count", "n_slices": "sum", "n_nonempty_slices": "sum",
-           "n_usable_slices": "sum", **{c: "sum" for c in count_cols}}
+           "n_usable_slices": "sum", "n_absent_structures": "sum", **{c: "sum" for c in count_cols}}
     agg = {k: v for k, v in agg.items() if k in cases.columns}
     table = cases.groupby("split").agg(agg).rename(columns={"subject": "n_patients", "case_id": "n_cases"})
     table = table.reindex([s for s in SPLIT_NAMES if s in table.index])

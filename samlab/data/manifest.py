@@ -17,6 +17,12 @@ in its volume is unknown) and the z index for a slice row. ``shape`` and
 ``spacing`` are ``"x"``-joined strings (``"35x52x34"``, ``"3x1.2x1.2"``) so one
 column serves 2D and 3D rows in CSV; :func:`parse_tuple` reads them back.
 Counts of labels absent from a data set's label map are missing (``<NA>``), not 0.
+
+Curation adds :data:`PRESENT_COLUMN` (``present_structures``): the evaluation
+structures (a structure may join several labels) with at least one voxel in the
+case or slice, ``";"``-joined in the structures' order, ``""`` when none is. A
+structure missing from it is *absent* there and is not scored (see
+:mod:`samlab.metrics`); :func:`parse_structures` reads the list back.
 """
 from __future__ import annotations
 
@@ -33,8 +39,12 @@ from samlab.io import atomic_path
 
 __all__ = [
     "BASE_COLUMNS",
+    "PRESENT_COLUMN",
     "count_column",
     "label_counts",
+    "present_structures",
+    "format_structures",
+    "parse_structures",
     "format_tuple",
     "parse_tuple",
     "volume_rows",
@@ -60,6 +70,9 @@ BASE_COLUMNS: tuple[str, ...] = (
 
 _COUNT_PREFIX = "n_"
 
+#: Manifest column listing the evaluation structures present in a case or slice.
+PRESENT_COLUMN = "present_structures"
+
 
 def count_column(label_name: str) -> str:
     """Column holding the voxel count of one label (``"posterior hippocampus"`` -> ``n_posterior_hippocampus``)."""
@@ -70,6 +83,27 @@ def label_counts(labels: np.ndarray, label_map: Mapping[str, int]) -> dict[str, 
     """Voxel count of every label of the map (0 for labels absent from this array)."""
     hist = np.bincount(np.asarray(labels, dtype=np.uint8).ravel(), minlength=256)
     return {count_column(name): int(hist[value]) for name, value in label_map.items()}
+
+
+def present_structures(labels: np.ndarray, structures: Mapping[str, Sequence[int]]) -> list[str]:
+    """Names of the structures with at least one voxel in ``labels`` (a structure is a union of label values)."""
+    arr = np.asarray(labels)
+    return [name for name, values in structures.items() if np.isin(arr, tuple(values)).any()]
+
+
+def format_structures(names: Sequence[str]) -> str:
+    """``["bladder", "bone"]`` -> ``"bladder;bone"`` (``""`` for none); names must not contain ``;``."""
+    bad = [n for n in names if ";" in n]
+    if bad:
+        raise ValueError(f"structure name(s) {bad} contain ';', the separator of {PRESENT_COLUMN}")
+    return ";".join(names)
+
+
+def parse_structures(text: Any) -> list[str]:
+    """Inverse of :func:`format_structures` (``""`` or a missing value -> ``[]``)."""
+    if text is None or (isinstance(text, float) and np.isnan(text)) or str(text) == "":
+        return []
+    return str(text).split(";")
 
 
 def format_tuple(values: Sequence[float] | None) -> str:
@@ -211,7 +245,8 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
         df = pd.read_parquet(path)
     else:
         df = pd.read_csv(path, dtype={"subject": str, "case_id": str, "split": str, "shape": str, "spacing": str,
-                                      "image_sha256": str, "label_sha256": str}, keep_default_na=False)
+                                      "image_sha256": str, "label_sha256": str, PRESENT_COLUMN: str},
+                         keep_default_na=False)
     missing = [c for c in BASE_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: not a samlab manifest, missing column(s) {missing}")
