@@ -55,12 +55,10 @@ Executors (no home-made scheduler):
   :class:`submitit.DebugExecutor`) — how the SLURM path is tested without a cluster.
 
 Multi-GPU (large configurations: ViT-H / ViT-L, vanilla encoder + decoder fine-tuning):
-a sweep job stays *one notebook run on one node*; the notebook hands the training to
-``torchrun``, which starts one process per GPU running ``python -m samlab.train --job``
-under torch DDP with bf16 autocast (notebook 04's ``nproc_per_node``). The sweep job asks SLURM for ``gpus_per_job`` GPUs;
-:func:`torchrun_command` / :func:`launch_torchrun` build and run the launcher, and
-:func:`torchrun_spec_from_slurm` fills in node count and rendezvous for multi-node jobs.
-See :func:`launch_torchrun` for what the training module must do.
+a sweep job stays *one notebook run on one node*; the sweep job asks SLURM for
+``gpus_per_job`` GPUs and the notebook hands the training to ``torchrun`` through
+:mod:`samlab.train.launch` (re-exported here: :func:`torchrun_command`,
+:func:`launch_torchrun`, :func:`torchrun_spec_from_slurm`).
 """
 from __future__ import annotations
 
@@ -71,11 +69,8 @@ import json
 import multiprocessing as mp
 import os
 import re
-import shlex
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -90,6 +85,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .config import NOTEBOOK_SCHEMAS, ProfileError, check_folder_name, load_profile, read_yaml_mapping
+from .io import InputFileError, atomic_path, read_json, write_json_atomic, write_text_atomic
 from .results import read_results
 from .runner import project_root, resolve_run_dir, run_profile
 
@@ -121,6 +117,20 @@ __all__ = [
     "torchrun_command",
     "torchrun_spec_from_slurm",
 ]
+
+#: The torchrun launcher's names, re-exported from :mod:`samlab.train.launch` for callers of ``samlab.sweep``.
+_LAUNCHER = ("DistributedLaunchError", "TorchrunSpec", "launch_torchrun", "torchrun_command", "torchrun_spec_from_slurm")
+
+
+def __getattr__(name: str) -> Any:
+    """Resolve the launcher's names on first use: importing :mod:`samlab.train` loads torch, which
+    ``samlab sweep --dry-run`` and the sweep's own process never need."""
+    if name in _LAUNCHER:
+        from .train import launch
+
+        return getattr(launch, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: File in a job's run directory that marks it complete; holds the parameter hash.
 DONE_MARKER = "sweep-done.json"
@@ -222,7 +232,7 @@ def load_grid(path: str | os.PathLike) -> tuple[GridFile, dict[str, Any], Path]:
     if base_path is None:
         raise ProfileError(f"base profile {grid.base!r} of grid file {path} not found (looked in {[str(c) for c in candidates]})")
     load_profile(base_path)  # the base alone must be valid: its errors are then reported against its own file
-    base = yaml.safe_load(base_path.read_text())
+    base = read_yaml_mapping(base_path, "base profile", "name, notebooks")
     return grid, base, base_path
 
 
@@ -347,20 +357,8 @@ def _validate_raw(raw: dict[str, Any], where: str) -> list[tuple[str, Any]]:
     return steps
 
 
-def _write_text_atomic(text: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp_", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _write_json_atomic(data: Any, path: Path) -> None:
-    _write_text_atomic(json.dumps(data, indent=2, default=str) + "\n", path)
+    write_json_atomic(path, data, default=str)
 
 
 def sweep_dir_for(grid: GridFile, runs_root: str | os.PathLike | None = None) -> Path:
@@ -410,15 +408,19 @@ def expand_grid(
         }
         profile_path = sweep_dir / "profiles" / f"{name}.yaml"
         if write_profiles:
-            _write_text_atomic(yaml.safe_dump(resolved, sort_keys=False), profile_path)
+            write_text_atomic(profile_path, yaml.safe_dump(resolved, sort_keys=False))
         jobs.append(SweepJob(name, overrides, profile_path, sweep_dir / "jobs", parameter_hash(steps)))
     return grid, sweep_dir, jobs
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
+    """A marker or index file as a mapping, or None when it is missing, unreadable or not a mapping.
+
+    A half-written or foreign marker must mean "not done" (the job runs again), not a crash.
+    """
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        data = read_json(path, "sweep marker")
+    except InputFileError:
         return None
     return data if isinstance(data, dict) else None
 
@@ -669,14 +671,8 @@ def merge_sweep(sweep_dir: Path, jobs: list[SweepJob], grid: GridFile | None = N
         for column in [c for c in merged.columns if c.startswith(COLUMN_PREFIX) and c != RUN_COLUMN]:
             merged[column] = _column_value(merged[column].tolist())
     results_path = sweep_dir / "results.parquet"
-    fd, tmp = tempfile.mkstemp(dir=sweep_dir, prefix=".tmp_", suffix=".parquet")
-    os.close(fd)
-    try:
+    with atomic_path(results_path) as tmp:
         merged.to_parquet(tmp, index=False)
-        os.replace(tmp, results_path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     index = {
         "sweep": grid.name if grid else sweep_dir.name,
         "grid_file": grid_file,
@@ -790,139 +786,6 @@ def run_sweep(
     for name in report.failed:
         print(f"[samlab sweep] FAILED {name}: {by_name[name].errors[-1] if by_name[name].errors else ''}", flush=True)
     return report
-
-
-# ---------------------------------------------------------------------------------------------
-# Multi-GPU: the torchrun launcher
-# ---------------------------------------------------------------------------------------------
-
-
-class DistributedLaunchError(RuntimeError):
-    """torchrun exited with an error; the message holds the command and the end of its log."""
-
-
-@dataclass(frozen=True)
-class TorchrunSpec:
-    """How ``torchrun`` spreads one training over GPUs and nodes.
-
-    One node (the common case: a sweep job holding ``gpus_per_job`` GPUs) uses
-    ``--standalone`` (a local rendezvous, no ports to agree on). Several nodes need a
-    c10d rendezvous at ``rdzv_endpoint`` (``host:port`` of the first node), the same
-    ``rdzv_id`` on every node, and one torchrun per node (a SLURM task per node).
-    """
-
-    nproc_per_node: int = 1
-    nnodes: int = 1
-    rdzv_endpoint: str | None = None
-    rdzv_id: str = "samlab"
-    max_restarts: int = 0
-
-    def __post_init__(self) -> None:
-        if self.nproc_per_node < 1 or self.nnodes < 1:
-            raise ValueError(f"nproc_per_node and nnodes must be >= 1, got {self.nproc_per_node}, {self.nnodes}")
-        if self.nnodes > 1 and not self.rdzv_endpoint:
-            raise ValueError(f"nnodes={self.nnodes} needs rdzv_endpoint='host:port' of the first node")
-        if self.rdzv_endpoint and not re.fullmatch(r"[^:\s]+:\d+", self.rdzv_endpoint):
-            raise ValueError(f"rdzv_endpoint must be 'host:port', got {self.rdzv_endpoint!r}")
-        if self.max_restarts < 0:
-            raise ValueError(f"max_restarts must be >= 0, got {self.max_restarts}")
-
-
-def torchrun_command(
-    target: str,
-    args: Sequence[str] = (),
-    spec: TorchrunSpec | None = None,
-    module: bool = True,
-    python: str | None = None,
-) -> list[str]:
-    """The argv that starts ``target`` (a module with ``module=True``, else a script path) under torchrun.
-
-    ``python -m torch.distributed.run`` is ``torchrun`` run by *this* interpreter, so the
-    workers get the same virtual environment as the notebook that launches them.
-    """
-    spec = spec or TorchrunSpec()
-    command = [python or sys.executable, "-m", "torch.distributed.run"]
-    if spec.nnodes == 1 and spec.rdzv_endpoint is None:
-        command += ["--standalone", "--nnodes=1"]
-    else:
-        command += [f"--nnodes={spec.nnodes}", "--rdzv_backend=c10d", f"--rdzv_endpoint={spec.rdzv_endpoint}",
-                    f"--rdzv_id={spec.rdzv_id}"]
-    command += [f"--nproc_per_node={spec.nproc_per_node}", f"--max_restarts={spec.max_restarts}"]
-    command += ["-m", target] if module else [str(target)]
-    return command + [str(a) for a in args]
-
-
-def torchrun_spec_from_slurm(nproc_per_node: int | None = None, port: int = 29500, max_restarts: int = 0) -> TorchrunSpec:
-    """A spec for the current SLURM job (via :class:`submitit.JobEnvironment`): its nodes, first host, job id.
-
-    ``nproc_per_node`` defaults to ``SLURM_GPUS_ON_NODE`` (the GPUs SLURM gave this
-    node), else to the GPUs torch can see, else 1.
-    """
-    import submitit
-
-    env = submitit.JobEnvironment()
-    if nproc_per_node is None:
-        gpus = os.environ.get("SLURM_GPUS_ON_NODE")
-        if gpus and gpus.isdigit():
-            nproc_per_node = int(gpus)
-        else:
-            import torch
-
-            nproc_per_node = max(1, torch.cuda.device_count())
-    nodes = env.num_nodes
-    if nodes == 1:
-        return TorchrunSpec(nproc_per_node=nproc_per_node, max_restarts=max_restarts)
-    return TorchrunSpec(nproc_per_node=nproc_per_node, nnodes=nodes, rdzv_endpoint=f"{env.hostnames[0]}:{port}",
-                        rdzv_id=str(env.job_id), max_restarts=max_restarts)
-
-
-def launch_torchrun(
-    target: str,
-    args: Sequence[str] = (),
-    spec: TorchrunSpec | None = None,
-    module: bool = True,
-    log_path: str | os.PathLike | None = None,
-    env: Mapping[str, str] | None = None,
-    cwd: str | os.PathLike | None = None,
-) -> Path | None:
-    """Run ``target`` under torchrun and wait; raise :class:`DistributedLaunchError` with the log's end on failure.
-
-    This is how notebook 04 (``nproc_per_node > 1``) runs a configuration on all GPUs of its
-    node, through :func:`samlab.train.job.run_job_distributed`::
-
-        launch_torchrun("samlab.train", ["--job", "out/job.json"], TorchrunSpec(nproc_per_node=4),
-                        log_path="out/torchrun.log")
-
-    ``python -m samlab.train`` (:mod:`samlab.train.job`) joins the process group torchrun
-    describes (NCCL on GPUs, gloo on the CPU), wraps the PEFT-adapted model in
-    ``DistributedDataParallel`` (only trainable parameters are synchronised), splits the
-    recipe's global batch over the ranks with exact one-process semantics, sums validation
-    scores over ranks so every rank takes the same early-stopping decision, runs under bf16
-    autocast on GPUs that support it, and lets rank 0 alone write checkpoints and
-    ``result.json``. See :mod:`samlab.train.distributed`.
-    """
-    command = torchrun_command(target, args, spec, module=module)
-    full_env = dict(os.environ if env is None else env)
-    log = Path(log_path) if log_path else None
-    if log:
-        log.parent.mkdir(parents=True, exist_ok=True)
-    with (open(log, "w") if log else tempfile.TemporaryFile("w+")) as handle:
-        handle.write("$ " + shlex.join(command) + "\n")
-        handle.flush()
-        done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=full_env,
-                              cwd=str(cwd) if cwd else None)
-        if done.returncode != 0:
-            handle.flush()
-            if log:
-                tail = log.read_text()[-4000:]
-            else:
-                handle.seek(0)
-                tail = handle.read()[-4000:]
-            where = f"\n  full log: {log}" if log else ""
-            raise DistributedLaunchError(
-                f"torchrun exited with status {done.returncode}: {shlex.join(command)}{where}\n--- log tail ---\n{tail}"
-            )
-    return log
 
 
 def _describe(jobs: list[SweepJob]) -> str:
