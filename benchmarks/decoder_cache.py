@@ -25,9 +25,8 @@ import torch
 
 from samlab.data.phantom import STRUCTURES, make_phantom_case
 from samlab.data.preprocess import clip_percentiles
-from samlab.finetune import GridConfig, build_model, sample_slices
 from samlab.models import EmbeddingCache
-from samlab.train import get_recipe, train
+from samlab.train import GridConfig, build_model, get_recipe, sample_slices, train
 
 
 def main() -> None:

@@ -24,9 +24,9 @@ import time
 def measure(model: str, scope: str, method: str, batch: int, iters: int, device: str) -> dict:
     import torch
 
-    from samlab.finetune import GridConfig, build_model
+    from samlab.train.configs import GridConfig, build_model
     from samlab.train import decode, segmentation_loss
-    from samlab.train.loop import _autocast
+    from samlab.train.forward import _autocast
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"

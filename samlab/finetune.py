@@ -9,7 +9,11 @@ the notebook needs around that, so its cells read like a methods section:
   weights, 256 px input);
 * :func:`sample_slices` -- 2D training/validation slices from the run directory's split,
   optionally a seeded subsample (the quick CPU profile);
-* :func:`build_model` -- load weights, resize the decoder for automatic mode, apply PEFT;
+* :func:`build_model` -- load weights, resize the decoder for automatic mode, apply PEFT
+  (these three live in :mod:`samlab.train.configs` / :mod:`samlab.train.data`, below the
+  engine, and are re-exported here);
+* :func:`run_grid` -- train and test every configuration in turn (checkpointed, resumable);
+  :func:`choose_on_validation` -- the configuration to report per backbone;
 * :func:`evaluate` -- the test split, slice by slice, with the zero-shot notebook's
   protocol (in box mode one tight box per structure and slice from the ground truth, the
   "oracle box"; slices without the structure stay empty), masks stacked back into the
@@ -27,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -39,93 +44,21 @@ from tqdm.auto import tqdm
 
 from . import prompts as P
 from .metrics import evaluate_masks
-from .models import EmbeddingCache, LoadedModel, Predictor, load_model
-from .peft import METHODS, PAPER_TABLE3, SCOPES, apply_peft, count_parameters, resize_mask_decoder_outputs
+from .models import EmbeddingCache, LoadedModel, Predictor
+from .peft import METHODS, PAPER_TABLE3, count_parameters
 from .results import make_rows, to_frame
-from .train import SliceRecord, TrainResult, class_values, encoder_is_trainable, slices_from_volume, train
-from .train.data import classes_to_labels
+from .train import SliceRecord, TrainResult, class_values, encoder_is_trainable, train
+from .train.configs import PAPER_BACKBONE, GridConfig, build_model, make_grid
+from .train.data import classes_to_labels, sample_slices
 
-#: The paper's backbone (Table 3 row) each registry model corresponds to.
-PAPER_BACKBONE: dict[str, str] = {
-    "litemedsam": "vit_t",  # TinyViT at 256 px: the same encoder family as MobileSAM's ViT-T
-    "vit_t": "vit_t",
-    "sam_vit_b": "vit_b",
-    "medsam_vit_b": "vit_b",
-    "sam_vit_h": "vit_h",
-}
-
-
-@dataclass(frozen=True)
-class GridConfig:
-    """One fine-tuning configuration: backbone (a registry model name) x scope x method."""
-
-    model: str
-    scope: str
-    method: str
-
-    @property
-    def name(self) -> str:
-        return f"{self.model}-{self.scope}-{self.method}"
-
-    @property
-    def paper_name(self) -> str | None:
-        """The Table-3 row of the paper this configuration corresponds to (None for ViT-L)."""
-        backbone = PAPER_BACKBONE.get(self.model)
-        return None if backbone is None else f"{backbone}-{self.scope}-{self.method}"
-
-
-def make_grid(models: Sequence[str], scopes: Sequence[str], methods: Sequence[str]) -> list[GridConfig]:
-    """All combinations, in the given order; unknown scopes/methods raise ValueError."""
-    bad = [s for s in scopes if s not in SCOPES] + [m for m in methods if m not in METHODS]
-    if bad:
-        raise ValueError(f"unknown scope/method {bad}; scopes: {SCOPES}, methods: {METHODS}")
-    if not models or not scopes or not methods:
-        raise ValueError("models, scopes and methods must each name at least one value")
-    return [GridConfig(m, s, k) for m in models for s in scopes for k in methods]
-
-
-def sample_slices(cases: Sequence[Any], structures: Mapping[str, Sequence[int]], max_slices: int | None = None,
-                  seed: int = 0) -> list[SliceRecord]:
-    """The 2D slices of ``cases`` that show any structure, optionally a seeded subsample of ``max_slices``.
-
-    Empty slices are left out, as both studies do for training. The subsample is drawn
-    without replacement from all cases' slices together and returned in (case, z) order.
-    """
-    values = tuple(sorted({int(v) for vals in structures.values() for v in vals}))
-    slices = []
-    for case in cases:
-        zs = [z for z in range(case.labels.shape[0]) if np.isin(case.labels[z], values).any()]
-        slices += slices_from_volume(case.case_id, case.image, case.labels, case.spacing, zs)
-    if not slices:
-        raise ValueError(f"no slice of cases {[c.case_id for c in cases]} shows any of {list(structures)}")
-    if max_slices is not None and max_slices < len(slices):
-        rng = np.random.default_rng(seed)
-        keep = sorted(rng.choice(len(slices), size=max_slices, replace=False).tolist())
-        slices = [slices[i] for i in keep]
-    return slices
-
-
-def build_model(config: GridConfig, mode: str = "box", structures: Mapping[str, Sequence[int]] | None = None, *,
-                checkpoint: str | None = None, allow_random_init: bool = False, device: str | torch.device = "cpu",
-                seed: int = 0, **peft_options: Any) -> LoadedModel:
-    """Load ``config.model``'s weights, resize the decoder (automatic mode: one output per class), apply PEFT.
-
-    The seed fixes the initialisation of new modules (LoRA ``A``, adapters, resized decoder
-    tokens), so a resumed run rebuilds exactly the model it checkpointed.
-    """
-    torch.manual_seed(seed)
-    loaded = load_model(config.model, checkpoint=checkpoint, allow_random_init=allow_random_init, device="cpu")
-    module = loaded.module
-    if mode == "automatic":
-        if structures is None:
-            raise ValueError("automatic mode needs `structures` to size the decoder's class outputs")
-        resize_mask_decoder_outputs(module, len(class_values(structures)) + 1)
-    elif mode != "box":
-        raise ValueError(f"unknown mode {mode!r}; use 'box' or 'automatic'")
-    apply_peft(module, config.method, config.scope, **peft_options)
-    module.to(device)
-    return dataclasses.replace(loaded, module=module)
-
+#: Re-exported from :mod:`samlab.train.configs` / :mod:`samlab.train.data` (they live below the engine so that
+#: a torchrun rank builds the same model and slices without importing this notebook API).
+__all__ = [
+    "PAPER_BACKBONE", "GridConfig", "GridRun", "build_model", "checkpoint_dir", "choose_on_validation",
+    "compare_structures", "config_label", "evaluate", "grid_settings", "make_grid", "parameter_table",
+    "plot_grid_bars", "plot_structure_comparison", "plot_validation_curves", "predict_case", "run_grid",
+    "sample_slices", "selection_score", "train_configuration",
+]
 
 def checkpoint_dir(root: str | Path, config: GridConfig, settings: Mapping[str, Any]) -> Path:
     """``root/<config>-<hash of settings>``: a changed recipe or data never resumes an old run."""
@@ -141,12 +74,13 @@ def train_configuration(config: GridConfig, loaded: LoadedModel, params: Any, tr
 
     ``params`` is a :class:`samlab.config.FinetuneParams`. With ``params.nproc_per_node > 1``
     the configuration is written as a :class:`samlab.train.job.TrainJob` and trained by that
-    many processes (one per GPU); they rebuild the same model and the same slices from the
+    many processes (:func:`samlab.finetune_job.run_job_distributed`) (one per GPU); they rebuild the same model and the same slices from the
     run directory, and ``loaded`` (``None``: built here) then takes ``best.pt``'s weights. Either
     way the result has the same fields, so the notebook does not care which path ran.
     """
     if params.nproc_per_node > 1:
-        from .train.job import TrainJob, run_job_distributed
+        from .finetune_job import run_job_distributed
+        from .train.job import TrainJob
 
         job = TrainJob(**{**params.model_dump(mode="json"), "models": [config.model], "scopes": [config.scope],
                           "methods": [config.method], "out_dir": str(out_dir)})
@@ -158,6 +92,92 @@ def train_configuration(config: GridConfig, loaded: LoadedModel, params: Any, tr
                    use_cache=None if params.use_cache else False, cache=cache, cache_flips=params.cache_flips,
                    min_object_px=params.min_object_px)
     return loaded, result
+
+
+@dataclass
+class GridRun:
+    """What :func:`run_grid` produced: the tidy test results, each configuration's training record and model."""
+
+    results: pd.DataFrame
+    runs: dict[str, TrainResult]
+    models: dict[str, LoadedModel]
+
+    @property
+    def histories(self) -> dict[str, list[dict]]:
+        """Validation history per configuration (epoch 0 = the pretrained model), for Figure 5."""
+        return {name: result.history for name, result in self.runs.items()}
+
+
+def grid_settings(params: Any, train_slices: Sequence[SliceRecord], val_slices: Sequence[SliceRecord]
+                  ) -> dict[str, Any]:
+    """Everything besides the configuration that defines a grid training run (hashed into its checkpoint folder).
+
+    A change to any of these -- recipe, data, caching, process count -- must start a fresh
+    run rather than resume one trained under other settings.
+    """
+    return {"recipe": params.training_recipe().model_dump(mode="json"), "mode": params.mode, "seed": params.seed,
+            "slices": [(s.case_id, s.z) for s in train_slices], "val": [(s.case_id, s.z) for s in val_slices],
+            "cache": params.use_cache, "cache_flips": params.cache_flips, "min_object_px": params.min_object_px,
+            "processes": params.nproc_per_node}
+
+
+def run_grid(grid: Sequence[GridConfig], built: Mapping[str, LoadedModel], params: Any,
+             train_slices: Sequence[SliceRecord], val_slices: Sequence[SliceRecord], test_cases: Sequence[Any],
+             structures: Mapping[str, Sequence[int]], *, dataset: str, checkpoint_root: str | Path,
+             device: str | torch.device = "cpu", cache: EmbeddingCache | None = None,
+             verbose: bool = True) -> GridRun:
+    """Train every configuration of the grid in turn, then evaluate it on the test cases (notebook 04, step 3).
+
+    Why one function: each configuration goes through the same three steps -- train (in this
+    process or under torchrun, :func:`train_configuration`), evaluate on the test split with
+    the zero-shot protocol (:func:`evaluate`), move the model off the accelerator for the
+    next one -- and the notebook should state that protocol, not re-implement it.
+    ``built`` holds the models of :func:`build_model` by configuration name (untouched; the
+    trained ones are in the result). Checkpoints go to ``checkpoint_root/<config>-<hash>``
+    (:func:`checkpoint_dir` of :func:`grid_settings`), so a rerun with the same settings
+    resumes or reloads instead of retraining. ``params`` is a
+    :class:`samlab.config.FinetuneParams`.
+    """
+    settings = grid_settings(params, train_slices, val_slices)
+    runs: dict[str, TrainResult] = {}
+    models: dict[str, LoadedModel] = {}
+    frames = []
+    for cfg in grid:
+        start = time.perf_counter()
+        loaded, result = train_configuration(cfg, built[cfg.name], params, train_slices, val_slices, structures,
+                                             checkpoint_dir(checkpoint_root, cfg, settings), device=device,
+                                             cache=cache)
+        models[cfg.name], runs[cfg.name] = loaded, result
+        context = {"dataset": dataset, "method": "finetune", "backbone": cfg.model, "scope": cfg.scope,
+                   "peft": cfg.method, "init": loaded.init, "prompt": "box" if params.mode == "box" else "none",
+                   "seed": params.seed}
+        frame, _ = evaluate(loaded, test_cases, structures, params.mode, context=context, device=device, cache=cache,
+                            nsd_tolerance_mm=params.nsd_tolerance_mm)
+        frames.append(frame)
+        loaded.module.cpu()  # free the accelerator for the next configuration
+        if verbose:
+            print(f"{cfg.name}: {result.n_train_items} training items, {result.encoder_passes} encoder passes, "
+                  f"best epoch {result.best_epoch} ({result.select_on} {result.best_score:.4f}), "
+                  f"augmentations {result.augmentations}, {time.perf_counter() - start:.0f} s")
+    return GridRun(pd.concat(frames, ignore_index=True), runs, models)
+
+
+def selection_score(result: TrainResult) -> float:
+    """Higher is better: the best validation Dice, or minus the best validation loss (the recipe's criterion)."""
+    return result.best_score if result.select_on == "val_dice" else -result.best_score
+
+
+def choose_on_validation(grid: Sequence[GridConfig], runs: Mapping[str, TrainResult]) -> dict[str, GridConfig]:
+    """Per backbone, the configuration to report: the best on the *validation* split, never on test.
+
+    Why: choosing the configuration by its test score would report an optimistically biased
+    number. Each run's best epoch was already selected on validation by the recipe's
+    criterion (:func:`selection_score`); ties go to the earlier configuration in grid order.
+    """
+    chosen = {}
+    for model in dict.fromkeys(c.model for c in grid):
+        chosen[model] = max((c for c in grid if c.model == model), key=lambda c: selection_score(runs[c.name]))
+    return chosen
 
 
 # ------------------------------------------------------------------------------------------- evaluation

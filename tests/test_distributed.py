@@ -17,10 +17,11 @@ import torch
 from samlab.data.curate import curate_nnunet_raw
 from samlab.data.phantom import STRUCTURES, write_phantom_dataset
 from samlab.finetune import GridConfig, train_configuration
-from samlab.sweep import DistributedLaunchError
+from samlab.finetune_job import main, run_job, run_job_distributed
 from samlab.train import load_checkpoint
 from samlab.train.distributed import DistContext, padded_length, shard
-from samlab.train.job import RESULT_FILE, TrainJob, main, run_job, run_job_distributed
+from samlab.train.job import RESULT_FILE, TrainJob
+from samlab.train.launch import DistributedLaunchError
 from samlab.workspace import RunDir
 
 pytestmark = [

@@ -20,16 +20,18 @@ from samlab.runner import run_profile
 from samlab.sweep import (
     DONE_MARKER,
     RUN_COLUMN,
-    DistributedLaunchError,
-    TorchrunSpec,
     default_workers,
     describe_sweep,
     expand_grid,
     is_done,
-    launch_torchrun,
     read_sweep_index,
     read_sweep_results,
     run_sweep,
+)
+from samlab.train.launch import (
+    DistributedLaunchError,
+    TorchrunSpec,
+    launch_torchrun,
     torchrun_command,
     torchrun_spec_from_slurm,
 )
@@ -370,6 +372,19 @@ def test_killed_sweep_resumes_only_missing_jobs_and_matches_a_single_process_run
 # ------------------------------------------------------------------------------------------------
 # Multi-GPU launcher
 # ------------------------------------------------------------------------------------------------
+
+
+def test_the_sweep_reexports_the_launcher_without_loading_torch():
+    # `samlab sweep --dry-run` stays light: the launcher (and torch) load only when a launcher name is used.
+    code = ("import sys, samlab.sweep as s; light = 'torch' not in sys.modules; "
+            "from samlab.sweep import TorchrunSpec; import samlab.train.launch as L; "
+            "print(light, TorchrunSpec is L.TorchrunSpec, s.launch_torchrun is L.launch_torchrun)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["True", "True", "True"], done.stderr
+    with pytest.raises(AttributeError, match="no attribute 'not_a_launcher'"):
+        import samlab.sweep as sweep_module
+
+        sweep_module.not_a_launcher  # noqa: B018
 
 
 def test_torchrun_commands():

@@ -21,6 +21,7 @@ from samlab.train import (
     RECIPES,
     SliceRecord,
     TrainCheckpointError,
+    TrainResult,
     get_recipe,
     load_checkpoint,
     make_items,
@@ -317,7 +318,7 @@ def test_cache_refuses_a_trainable_encoder_and_automatic_mode_needs_a_resized_de
 
 def test_encoder_training_on_pixels_in_automatic_mode(phantom_slices, tmp_path):
     """Encoder + decoder LoRA, prompt-free, with every pixel augmentation; frozen BatchNorm statistics unchanged."""
-    from samlab.finetune import GridConfig, build_model
+    from samlab.train.configs import GridConfig, build_model
 
     structures = {**STRUCTURES, "bladder": (1,)}  # 4 classes: the decoder is resized from 3 outputs
     loaded = build_model(GridConfig("litemedsam", "encoder_decoder", "lora"), "automatic", structures,
@@ -341,7 +342,7 @@ def test_encoder_training_on_pixels_in_automatic_mode(phantom_slices, tmp_path):
 
 # ------------------------------------------------------------------------------------------ grid helpers
 def test_grid_and_slice_sampling():
-    from samlab.finetune import make_grid, sample_slices
+    from samlab.train import make_grid, sample_slices
 
     grid = make_grid(["litemedsam"], ["decoder"], ["vanilla", "lora"])
     assert [g.name for g in grid] == ["litemedsam-decoder-vanilla", "litemedsam-decoder-lora"]
@@ -355,6 +356,30 @@ def test_grid_and_slice_sampling():
     again = sample_slices([case], {"bladder": (1,)}, max_slices=2, seed=3)
     assert len(few) == 2 and [s.z for s in few] == [s.z for s in again]
     assert few[0].z < few[1].z and {s.z for s in few} <= {s.z for s in every}
+
+
+def test_choose_on_validation_follows_each_runs_criterion_per_backbone():
+    from samlab import finetune
+    from samlab.train import configs
+
+    def run(select_on, score):
+        return TrainResult(history=[], best_epoch=1, best_score=score, select_on=select_on, stopped_early=False,
+                           augmentations=[], n_train_items=0, n_val_items=0, encoder_passes=0, checkpoint_dir=None,
+                           resumed_from_epoch=None)
+
+    grid = configs.make_grid(["litemedsam", "sam_vit_b"], ["decoder"], ["vanilla", "lora", "adapter"])
+    runs = {  # the loss criterion keeps the *lowest* loss, the Dice criterion the highest Dice; ties: grid order
+        "litemedsam-decoder-vanilla": run("val_loss", 0.30), "litemedsam-decoder-lora": run("val_loss", 0.20),
+        "litemedsam-decoder-adapter": run("val_loss", 0.25),
+        "sam_vit_b-decoder-vanilla": run("val_dice", 0.70), "sam_vit_b-decoder-lora": run("val_dice", 0.80),
+        "sam_vit_b-decoder-adapter": run("val_dice", 0.80),
+    }
+    chosen = finetune.choose_on_validation(grid, runs)
+    assert {m: c.name for m, c in chosen.items()} == {"litemedsam": "litemedsam-decoder-lora",
+                                                      "sam_vit_b": "sam_vit_b-decoder-lora"}
+    assert list(chosen) == ["litemedsam", "sam_vit_b"] and chosen["litemedsam"] in grid
+    # the notebook API re-exports the engine's definitions (one class, so isinstance and equality hold)
+    assert finetune.GridConfig is configs.GridConfig and finetune.build_model is configs.build_model
 
 
 def test_evaluate_writes_2d_and_3d_rows(shared_cache):

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -213,3 +213,25 @@ def data_fingerprint(slices: Sequence[SliceRecord], items: Sequence[TrainItem]) 
     for it in items:
         digest.update(f"{it.slice_index}|{it.structure}|{it.values}".encode())
     return digest.hexdigest()
+
+
+def sample_slices(cases: Sequence[Any], structures: Mapping[str, Sequence[int]], max_slices: int | None = None,
+                  seed: int = 0) -> list[SliceRecord]:
+    """The 2D slices of ``cases`` that show any structure, optionally a seeded subsample of ``max_slices``.
+
+    Empty slices are left out, as both studies do for training. Here, not in the notebook
+    API, because every ``torchrun`` rank must draw exactly the notebook's slices. The subsample is drawn
+    without replacement from all cases' slices together and returned in (case, z) order.
+    """
+    values = tuple(sorted({int(v) for vals in structures.values() for v in vals}))
+    slices = []
+    for case in cases:
+        zs = [z for z in range(case.labels.shape[0]) if np.isin(case.labels[z], values).any()]
+        slices += slices_from_volume(case.case_id, case.image, case.labels, case.spacing, zs)
+    if not slices:
+        raise ValueError(f"no slice of cases {[c.case_id for c in cases]} shows any of {list(structures)}")
+    if max_slices is not None and max_slices < len(slices):
+        rng = np.random.default_rng(seed)
+        keep = sorted(rng.choice(len(slices), size=max_slices, replace=False).tolist())
+        slices = [slices[i] for i in keep]
+    return slices

@@ -79,7 +79,7 @@ def init_from_env(device: str = "auto") -> tuple[DistContext, torch.device]:
         missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
         if missing:
             raise RuntimeError(f"WORLD_SIZE={world} but {missing} are not set: start the job with torchrun "
-                               "(samlab.sweep.launch_torchrun), which sets them")
+                               "(samlab.train.launch.launch_torchrun), which sets them")
         dist.init_process_group("nccl" if use_cuda else "gloo")
     return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank), chosen
 

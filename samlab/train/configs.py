@@ -1,0 +1,86 @@
+"""The fine-tuning grid's unit: one configuration (backbone x scope x method), and the model it builds.
+
+Why below the notebook API: a configuration is what the training engine trains -- in the
+notebook's process or, rebuilt from a job file, in every ``torchrun`` rank
+(:mod:`samlab.finetune_job`). Both must build the *same* model (same weights, same PEFT
+modules, same seeded initialisation of new modules), so the definition lives here, where
+:mod:`samlab.finetune` and the job runner both import it and neither imports the other.
+
+* :class:`GridConfig` -- one of the 18-configuration study's configurations, with the
+  paper's Table-3 row it corresponds to;
+* :func:`make_grid` -- the configurations to run, in order (LiteMedSAM is the CPU stand-in
+  for the paper's ViT-T: the same TinyViT family, real weights, 256 px input);
+* :func:`build_model` -- load weights, resize the decoder for automatic mode, apply PEFT.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from ..models import LoadedModel, load_model
+from ..peft import METHODS, SCOPES, apply_peft, resize_mask_decoder_outputs
+from .data import class_values
+
+
+#: The paper's backbone (Table 3 row) each registry model corresponds to.
+PAPER_BACKBONE: dict[str, str] = {
+    "litemedsam": "vit_t",  # TinyViT at 256 px: the same encoder family as MobileSAM's ViT-T
+    "vit_t": "vit_t",
+    "sam_vit_b": "vit_b",
+    "medsam_vit_b": "vit_b",
+    "sam_vit_h": "vit_h",
+}
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """One fine-tuning configuration: backbone (a registry model name) x scope x method."""
+
+    model: str
+    scope: str
+    method: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}-{self.scope}-{self.method}"
+
+    @property
+    def paper_name(self) -> str | None:
+        """The Table-3 row of the paper this configuration corresponds to (None for ViT-L)."""
+        backbone = PAPER_BACKBONE.get(self.model)
+        return None if backbone is None else f"{backbone}-{self.scope}-{self.method}"
+
+
+def make_grid(models: Sequence[str], scopes: Sequence[str], methods: Sequence[str]) -> list[GridConfig]:
+    """All combinations, in the given order; unknown scopes/methods raise ValueError."""
+    bad = [s for s in scopes if s not in SCOPES] + [m for m in methods if m not in METHODS]
+    if bad:
+        raise ValueError(f"unknown scope/method {bad}; scopes: {SCOPES}, methods: {METHODS}")
+    if not models or not scopes or not methods:
+        raise ValueError("models, scopes and methods must each name at least one value")
+    return [GridConfig(m, s, k) for m in models for s in scopes for k in methods]
+
+
+def build_model(config: GridConfig, mode: str = "box", structures: Mapping[str, Sequence[int]] | None = None, *,
+                checkpoint: str | None = None, allow_random_init: bool = False, device: str | torch.device = "cpu",
+                seed: int = 0, **peft_options: Any) -> LoadedModel:
+    """Load ``config.model``'s weights, resize the decoder (automatic mode: one output per class), apply PEFT.
+
+    The seed fixes the initialisation of new modules (LoRA ``A``, adapters, resized decoder
+    tokens), so a resumed run rebuilds exactly the model it checkpointed.
+    """
+    torch.manual_seed(seed)
+    loaded = load_model(config.model, checkpoint=checkpoint, allow_random_init=allow_random_init, device="cpu")
+    module = loaded.module
+    if mode == "automatic":
+        if structures is None:
+            raise ValueError("automatic mode needs `structures` to size the decoder's class outputs")
+        resize_mask_decoder_outputs(module, len(class_values(structures)) + 1)
+    elif mode != "box":
+        raise ValueError(f"unknown mode {mode!r}; use 'box' or 'automatic'")
+    apply_peft(module, config.method, config.scope, **peft_options)
+    module.to(device)
+    return dataclasses.replace(loaded, module=module)

