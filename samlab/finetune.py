@@ -150,7 +150,7 @@ def run_grid(grid: Sequence[GridConfig], built: Mapping[str, LoadedModel], param
         models[cfg.name], runs[cfg.name] = loaded, result
         context = {"dataset": dataset, "method": "finetune", "backbone": cfg.model, "scope": cfg.scope,
                    "peft": cfg.method, "init": loaded.init, "prompt": "box" if params.mode == "box" else "none",
-                   "seed": params.seed}
+                   "mode": params.mode, "recipe": params.training_recipe().label, "seed": params.seed}
         frame, _ = evaluate(loaded, test_cases, structures, params.mode, context=context, device=device, cache=cache,
                             nsd_tolerance_mm=params.nsd_tolerance_mm)
         frames.append(frame)

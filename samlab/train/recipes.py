@@ -62,6 +62,12 @@ class Recipe(BaseModel):
     box_shift_px: int = Field(0, ge=0, description="each box side moves outward by U{0..n} px (model input frame)")
     amp: bool = Field(True, description="mixed precision on CUDA (bf16 where supported, else fp16); ignored on CPU")
 
+    @property
+    def label(self) -> str:
+        """The recipe as the results schema records it: name and epoch budget, because two runs of one
+        recipe with different epoch counts are different conditions (few-shot's "full" point vs the grid)."""
+        return f"{self.name}, {self.max_epochs} epochs"
+
     @model_validator(mode="after")
     def _betas_in_range(self) -> "Recipe":
         if not all(0.0 <= b < 1.0 for b in self.betas):
