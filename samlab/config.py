@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -21,6 +21,16 @@ Device = Literal["auto", "cpu", "cuda"]
 
 class ProfileError(ValueError):
     """A profile or a notebook parameter set is invalid; the message says where and why."""
+
+
+def _registered_checkpoint_keys(value: dict[str, str]) -> dict[str, str]:
+    """``checkpoints`` keys must name registered models: a typo (``sam_vit_typo``) would otherwise be ignored
+    and the model run with other weights, or none."""
+    valid = get_args(ModelName)
+    unknown = [k for k in value if k not in valid]
+    if unknown:
+        raise ValueError(f"checkpoints name(s) {unknown} are not registered models; valid names: {', '.join(valid)}")
+    return value
 
 
 class _Params(BaseModel):
@@ -40,6 +50,9 @@ class CurationParams(_Params):
     phantom_spacing: list[float] = Field(default_factory=lambda: [3.0, 1.6, 1.6], min_length=3, max_length=3)
     split_scheme: Literal["pelvic", "finetune_sam"] = "pelvic"
     min_object_px: int = Field(100, ge=0)
+    resample_labels: bool = Field(
+        False, description="resample a label whose grid (origin, direction, spacing, shape) differs from its image "
+                           "onto the image grid (nearest neighbour) instead of refusing the case")
 
     @field_validator("phantom_shape")
     @classmethod
@@ -61,6 +74,7 @@ class ZeroShotParams(_Params):
 
     models: list[ModelName] = Field(default_factory=lambda: ["litemedsam"], min_length=1)
     checkpoints: dict[str, str] = Field(default_factory=dict, description="model name -> checkpoint path")
+    _checkpoint_keys = field_validator("checkpoints")(classmethod(lambda cls, v: _registered_checkpoint_keys(v)))
     allow_random_init: bool = False
     prompt_sources: list[Literal["oracle", "nnunet"]] = Field(default_factory=lambda: ["oracle", "nnunet"])
     box_modes: list[Literal["single", "per_component", "per_part", "point"]] = Field(
@@ -102,6 +116,7 @@ class FinetuneParams(_Params):
 
     models: list[ModelName] = Field(default_factory=lambda: ["litemedsam"], min_length=1)
     checkpoints: dict[str, str] = Field(default_factory=dict, description="model name -> checkpoint path")
+    _checkpoint_keys = field_validator("checkpoints")(classmethod(lambda cls, v: _registered_checkpoint_keys(v)))
     allow_random_init: bool = False
     scopes: list[Literal["decoder", "encoder_decoder"]] = Field(default_factory=lambda: ["decoder"], min_length=1)
     methods: list[Literal["vanilla", "lora", "adapter"]] = Field(
@@ -149,6 +164,7 @@ class FewShotParams(_Params):
 
     models: list[ModelName] = Field(default_factory=lambda: ["litemedsam"], min_length=1)
     checkpoints: dict[str, str] = Field(default_factory=dict, description="model name -> checkpoint path")
+    _checkpoint_keys = field_validator("checkpoints")(classmethod(lambda cls, v: _registered_checkpoint_keys(v)))
     allow_random_init: bool = False
     scopes: list[Literal["decoder", "encoder_decoder"]] = Field(default_factory=lambda: ["decoder"], min_length=1)
     methods: list[Literal["vanilla", "lora", "adapter"]] = Field(default_factory=lambda: ["lora"], min_length=1)
@@ -184,6 +200,7 @@ class InteractiveParams(_Params):
 
     models: list[ModelName] = Field(default_factory=lambda: ["litemedsam"], min_length=1)
     checkpoints: dict[str, str] = Field(default_factory=dict, description="model name -> checkpoint path")
+    _checkpoint_keys = field_validator("checkpoints")(classmethod(lambda cls, v: _registered_checkpoint_keys(v)))
     allow_random_init: bool = False
     finetuned_checkpoints: dict[str, str] = Field(
         default_factory=dict,

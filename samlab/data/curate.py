@@ -105,6 +105,7 @@ def curate_nnunet_raw(
     channel: int = 0,
     allow_empty: bool = False,
     progress: bool = True,
+    resample_labels: bool = False,
 ) -> CurationResult:
     """Validate an nnU-Net raw / MSD folder, split it by patient and write manifest + splits.
 
@@ -116,7 +117,7 @@ def curate_nnunet_raw(
     :class:`DataValidationError` listing every bad file before writing anything.
     """
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
-    ds = read_raw_dataset(raw_dir)
+    ds = read_raw_dataset(raw_dir, resample_labels=resample_labels)  # opt-in: see read_nifti_case
     name = dataset or ds.name
     subject = _subject_fn(subject_of)
     errors: list[DataValidationError] = []
