@@ -334,13 +334,13 @@ def read_yaml_mapping(path: str | Path, what: str, keys: str) -> dict[str, Any]:
     """Read a YAML file that must hold a mapping; errors name the file and what it should be."""
     path = Path(path)
     if not path.is_file():
-        raise ProfileError(f"{what} not found: {path}")
+        raise ProfileError(f"{path}: {what} not found -- check the path")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ProfileError(f"{what} {path} is not valid YAML: {exc}") from None
+        raise ProfileError(f"{path}: {what} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
-        raise ProfileError(f"{what} {path} must be a mapping with keys {keys}")
+        raise ProfileError(f"{path}: {what} must be a mapping with keys {keys}")
     return raw
 
 
