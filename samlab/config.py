@@ -299,14 +299,19 @@ class Profile(BaseModel):
 
 
 def _format_validation(error: ValidationError, where: str, schema: type[BaseModel]) -> str:
-    lines = [f"invalid parameters in {where}:"]
+    """First line: the file and the first bad key with its problem; then every problem, one per line."""
+    problems = []
     for item in error.errors():
         key = ".".join(str(p) for p in item["loc"]) or "(root)"
         if item["type"] == "extra_forbidden":
             allowed = ", ".join(sorted(schema.model_fields))
-            lines.append(f"  - unknown key {key!r}; allowed keys: {allowed}")
+            problems.append(f"unknown key {key!r}; allowed keys: {allowed}")
         else:
-            lines.append(f"  - {key}: {item['msg']} (got {item.get('input')!r})")
+            problems.append(f"{key}: {item['msg']} (got {item.get('input')!r})")
+    lines = [f"{where}: invalid parameter {problems[0]}"]
+    if len(problems) > 1:
+        lines.append(f"  all {len(problems)} invalid parameters in {where}:")
+        lines += [f"  - {p}" for p in problems]
     return "\n".join(lines)
 
 
