@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -21,6 +21,16 @@ Device = Literal["auto", "cpu", "cuda"]
 
 class ProfileError(ValueError):
     """A profile or a notebook parameter set is invalid; the message says where and why."""
+
+
+def _registered_checkpoint_keys(value: dict[str, str]) -> dict[str, str]:
+    """``checkpoints`` keys must name registered models: a typo (``sam_vit_typo``) would otherwise be ignored
+    and the model run with other weights, or none."""
+    valid = get_args(ModelName)
+    unknown = [k for k in value if k not in valid]
+    if unknown:
+        raise ValueError(f"checkpoints name(s) {unknown} are not registered models; valid names: {', '.join(valid)}")
+    return value
 
 
 class _Params(BaseModel):
@@ -40,6 +50,9 @@ class CurationParams(_Params):
     phantom_spacing: list[float] = Field(default_factory=lambda: [3.0, 1.6, 1.6], min_length=3, max_length=3)
     split_scheme: Literal["pelvic", "finetune_sam"] = "pelvic"
     min_object_px: int = Field(100, ge=0)
+    resample_labels: bool = Field(
+        False, description="resample a label whose grid (origin, direction, spacing, shape) differs from its image "
+                           "onto the image grid (nearest neighbour) instead of refusing the case")
 
     @field_validator("phantom_shape")
     @classmethod
@@ -61,6 +74,7 @@ class ZeroShotParams(_Params):
 
     models: list[ModelName] = Field(default_factory=lambda: ["litemedsam"], min_length=1)
     checkpoints: dict[str, str] = Field(default_factory=dict, description="model name -> checkpoint path")
+    _checkpoint_keys = field_validator("checkpoints")(classmethod(lambda cls, v: _registered_checkpoint_keys(v)))
     allow_random_init: bool = False
     prompt_sources: list[Literal["oracle", "nnunet"]] = Field(default_factory=lambda: ["oracle", "nnunet"])
     box_modes: list[Literal["single", "per_component", "per_part", "point"]] = Field(
@@ -102,6 +116,7 @@ class FinetuneParams(_Params):
 
     models: list[ModelName] = Field(default_factory=lambda: ["litemedsam"], min_length=1)
     checkpoints: dict[str, str] = Field(default_factory=dict, description="model name -> checkpoint path")
+    _checkpoint_keys = field_validator("checkpoints")(classmethod(lambda cls, v: _registered_checkpoint_keys(v)))
     allow_random_init: bool = False
     scopes: list[Literal["decoder", "encoder_decoder"]] = Field(default_factory=lambda: ["decoder"], min_length=1)
     methods: list[Literal["vanilla", "lora", "adapter"]] = Field(
@@ -149,6 +164,7 @@ class FewShotParams(_Params):
 
     models: list[ModelName] = Field(default_factory=lambda: ["litemedsam"], min_length=1)
     checkpoints: dict[str, str] = Field(default_factory=dict, description="model name -> checkpoint path")
+    _checkpoint_keys = field_validator("checkpoints")(classmethod(lambda cls, v: _registered_checkpoint_keys(v)))
     allow_random_init: bool = False
     scopes: list[Literal["decoder", "encoder_decoder"]] = Field(default_factory=lambda: ["decoder"], min_length=1)
     methods: list[Literal["vanilla", "lora", "adapter"]] = Field(default_factory=lambda: ["lora"], min_length=1)
@@ -184,6 +200,7 @@ class InteractiveParams(_Params):
 
     models: list[ModelName] = Field(default_factory=lambda: ["litemedsam"], min_length=1)
     checkpoints: dict[str, str] = Field(default_factory=dict, description="model name -> checkpoint path")
+    _checkpoint_keys = field_validator("checkpoints")(classmethod(lambda cls, v: _registered_checkpoint_keys(v)))
     allow_random_init: bool = False
     finetuned_checkpoints: dict[str, str] = Field(
         default_factory=dict,
@@ -283,14 +300,19 @@ class Profile(BaseModel):
 
 
 def _format_validation(error: ValidationError, where: str, schema: type[BaseModel]) -> str:
-    lines = [f"invalid parameters in {where}:"]
+    """First line: the file and the first bad key with its problem; then every problem, one per line."""
+    problems = []
     for item in error.errors():
         key = ".".join(str(p) for p in item["loc"]) or "(root)"
         if item["type"] == "extra_forbidden":
             allowed = ", ".join(sorted(schema.model_fields))
-            lines.append(f"  - unknown key {key!r}; allowed keys: {allowed}")
+            problems.append(f"unknown key {key!r}; allowed keys: {allowed}")
         else:
-            lines.append(f"  - {key}: {item['msg']} (got {item.get('input')!r})")
+            problems.append(f"{key}: {item['msg']} (got {item.get('input')!r})")
+    lines = [f"{where}: invalid parameter {problems[0]}"]
+    if len(problems) > 1:
+        lines.append(f"  all {len(problems)} invalid parameters in {where}:")
+        lines += [f"  - {p}" for p in problems]
     return "\n".join(lines)
 
 
@@ -318,13 +340,13 @@ def read_yaml_mapping(path: str | Path, what: str, keys: str) -> dict[str, Any]:
     """Read a YAML file that must hold a mapping; errors name the file and what it should be."""
     path = Path(path)
     if not path.is_file():
-        raise ProfileError(f"{what} not found: {path}")
+        raise ProfileError(f"{path}: {what} not found -- check the path")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ProfileError(f"{what} {path} is not valid YAML: {exc}") from None
+        raise ProfileError(f"{path}: {what} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
-        raise ProfileError(f"{what} {path} must be a mapping with keys {keys}")
+        raise ProfileError(f"{path}: {what} must be a mapping with keys {keys}")
     return raw
 
 

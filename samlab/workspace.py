@@ -72,10 +72,13 @@ class RunDir:
         return self._sub("cache") / "embeddings"
 
     # ------------------------------------------------------------------ curation record
-    def write_dataset_info(self, raw_dir: str | os.PathLike, structures: Mapping[str, Sequence[int]], name: str) -> Path:
-        """Record which raw dataset the run uses and which evaluation structures it defines."""
+    def write_dataset_info(self, raw_dir: str | os.PathLike, structures: Mapping[str, Sequence[int]], name: str,
+                           resample_labels: bool = False) -> Path:
+        """Record which raw dataset the run uses, which evaluation structures it defines, and whether labels on
+        another grid are resampled onto their image (later notebooks must read the cases as curation did)."""
         info = {"raw_dir": str(Path(raw_dir).resolve()), "dataset": name,
-                "structures": {k: [int(v) for v in vals] for k, vals in structures.items()}}
+                "structures": {k: [int(v) for v in vals] for k, vals in structures.items()},
+                "resample_labels": bool(resample_labels)}
         return write_json_atomic(self.curation / "dataset.json", info)
 
     def dataset_info(self) -> dict[str, Any]:
@@ -114,7 +117,7 @@ class RunDir:
             case_ids = list(splits[split])
         if max_cases is not None:
             case_ids = case_ids[:max_cases]
-        dataset = read_raw_dataset(info["raw_dir"])
+        dataset = read_raw_dataset(info["raw_dir"], resample_labels=bool(info.get("resample_labels", False)))
         cases = []
         for case_id in case_ids:
             volume = read_case(dataset, case_id, allow_empty=True)  # curation keeps all-absent cases

@@ -100,7 +100,7 @@ def test_finetune_sam_hand_computed_and_equal_to_imagenet_normalize():
 
 def test_finetune_sam_default_is_1024_three_channels_on_real_slice(prostate_slices_dir):
     ref = read_slice_list(prostate_slices_dir / "val_5shot.csv")[2]  # BMC26_16, labels 254 + 255
-    sl = load_slice(ref)
+    sl = load_slice(ref, mask_rule="nonzero")  # two touching labels: merged by an explicit rule
     out = prepare_slice(sl.image, sl.mask, get_profile("finetune_sam"))
     assert out.image.shape == (3, 1024, 1024) and out.mask.shape == (1024, 1024)
     # the three channels hold the same grey value, each normalised with its own mean/std

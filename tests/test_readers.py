@@ -220,7 +220,7 @@ def test_all_real_masks_nonempty_under_nonzero_rule(prostate_slices_dir):
     found = {}
     for csv_name in ("train_5shot.csv", "val_5shot.csv"):
         for ref in read_slice_list(prostate_slices_dir / csv_name):
-            found[ref.case_id] = int(load_slice(ref).mask.sum())
+            found[ref.case_id] = int(load_slice(ref, mask_rule="nonzero").mask.sum())
     assert found == expected
 
 

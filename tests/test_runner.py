@@ -40,12 +40,15 @@ def test_run_executes_notebooks_and_records_the_run(tmp_path):
 @pytest.mark.slow
 def test_run_stops_at_first_failing_notebook_and_names_the_cell(tmp_path):
     profile = tmp_path / "broken.yaml"
-    profile.write_text(TINY.format(name="broken", model="sam_vit_b"))  # no checkpoint given: must fail
+    # notebook 02 without notebook 01's curation: passes every up-front check, fails inside the notebook
+    # (a model without its checkpoint is now refused before any notebook runs: tests/test_bad_inputs.py)
+    profile.write_text("name: broken\nnotebooks:\n  - notebook: 02_zero_shot_probing\n"
+                       "    parameters: {max_cases: 1, prompt_sources: [oracle], box_modes: [single], expansions_px: [0]}\n")
     with pytest.raises(NotebookFailure) as info:
         run_profile(profile, runs_root=tmp_path / "runs", progress=False)
     failure = info.value
     assert failure.notebook == "02_zero_shot_probing" and failure.cell_index is not None
-    assert "CheckpointError" in failure.error and "sam_vit_b" in failure.error
+    assert "MissingStageError" in failure.error and "01_data_curation" in failure.error
     record = json.loads((tmp_path / "runs" / "broken" / "run.json").read_text())
     assert record["status"] == "failed" and "cell" in record["error"]
 

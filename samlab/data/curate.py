@@ -121,6 +121,7 @@ def curate_nnunet_raw(
     allow_empty: bool = True,
     structures: Mapping[str, Sequence[int]] | None = None,
     progress: bool = True,
+    resample_labels: bool = False,
 ) -> CurationResult:
     """Validate an nnU-Net raw / MSD folder, split it by patient and write manifest + splits.
 
@@ -139,7 +140,7 @@ def curate_nnunet_raw(
     makes it a validation error instead.
     """
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
-    ds = read_raw_dataset(raw_dir)
+    ds = read_raw_dataset(raw_dir, resample_labels=resample_labels)  # opt-in: see read_nifti_case
     name = dataset or ds.name
     subject = _subject_fn(subject_of)
     if structures is None:

@@ -102,35 +102,96 @@ def load_state_dict_safely(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        raise CheckpointError(f"{path}: checkpoint not found -- check the path in `checkpoints:` of the profile")
     if path.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint is empty (0 bytes): {path}")
+        raise CheckpointError(f"{path}: checkpoint is empty (0 bytes)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         text = str(exc)
         if "Weights only load failed" in text or "weights_only" in text:
             raise CheckpointError(
-                f"refusing to unpickle {path}: it contains Python objects beyond tensors "
+                f"{path}: refusing to unpickle: it contains Python objects beyond tensors "
                 "(only weights_only-loadable checkpoints are accepted; re-save it with "
                 "torch.save(model.state_dict(), path))"
             ) from exc
-        raise CheckpointError(f"cannot read checkpoint {path}: corrupt or not a PyTorch file ({exc})") from exc
+        raise CheckpointError(f"{path}: cannot read checkpoint: corrupt or not a PyTorch file ({exc})") from exc
     for key in ("model", "state_dict"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"checkpoint {path} does not hold a state dict of tensors")
+        raise CheckpointError(f"{path}: checkpoint does not hold a state dict of tensors")
     return state
 
 
-def _load_into(module: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+def summarise_key_mismatch(path: str | os.PathLike, model: str, missing: list[str], unexpected: list[str],
+                           wrong_shapes: list[str] | None = None, show: int = 5) -> str:
+    """One line naming the file and the counts, then the first ``show`` keys of each kind.
+
+    Why: ``load_state_dict`` lists every key (15 KB for SAM ViT-H) with the useful line last;
+    a user needs "which file, which model, how far off" first.
+    """
+    wrong_shapes = wrong_shapes or []
+    head = (f"{path}: does not fit model {model}: {len(missing)} missing, {len(unexpected)} unexpected keys"
+            + (f", {len(wrong_shapes)} of another shape" if wrong_shapes else "")
+            + f" -- check that the checkpoint is a {model} checkpoint (samlab models lists them)")
+    lines = [head]
+    for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape", wrong_shapes)):
+        if keys:
+            more = f" ... and {len(keys) - show} more" if len(keys) > show else ""
+            lines.append(f"  {what} ({len(keys)}): {', '.join(keys[:show])}{more}")
+    return "\n".join(lines)
+
+
+def _mismatch(module: nn.Module, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str], list[str]]:
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    return missing, unexpected, shapes
+
+
+def _load_into(module: nn.Module, state: dict[str, torch.Tensor], path: Path, name: str = "this model") -> None:
+    missing, unexpected, shapes = _mismatch(module, state)
+    if missing or unexpected or shapes:
+        raise CheckpointError(summarise_key_mismatch(path, name, missing, unexpected, shapes))
     try:
-        result = module.load_state_dict(state, strict=True)
+        module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).splitlines()[:4]
-        raise CheckpointError(f"checkpoint {path} does not fit this model: {' '.join(first)}") from exc
-    del result
+        raise CheckpointError(f"{path}: does not fit model {name}: {' '.join(first)}") from exc
+
+
+def _skeleton(name: str) -> nn.Module:
+    """Model ``name`` without memory for its weights where possible (meta device), to compare key names and shapes.
+
+    TinyViT-based builders call ``.item()`` while building, which the meta device refuses;
+    those models are small, so they are built on the CPU instead.
+    """
+    try:
+        with torch.device("meta"):
+            return _build_module(name)
+    except (RuntimeError, NotImplementedError):
+        return _build_module(name)
+
+
+def check_checkpoint(name: str, checkpoint: str | os.PathLike) -> None:
+    """Refuse a checkpoint that is missing, not ``weights_only``-loadable, or does not fit model ``name``.
+
+    No forward pass and no weights copied: keys and shapes are compared with the model built on the
+    meta device. Raises :class:`CheckpointError` (first line: the file and the problem).
+    """
+    get_spec(name)
+    path = Path(checkpoint).expanduser()
+    state = load_state_dict_safely(path)
+    if name == "vit_t":
+        from .vit_t import strip_mobile_sam_classifier_head
+
+        state = strip_mobile_sam_classifier_head(state)
+    missing, unexpected, shapes = _mismatch(_skeleton(name), state)
+    if missing or unexpected or shapes:
+        raise CheckpointError(summarise_key_mismatch(path, name, missing, unexpected, shapes))
 
 
 def _litemedsam_weights_path() -> Path:
@@ -191,7 +252,7 @@ def load_model(
             from .vit_t import strip_mobile_sam_classifier_head
 
             state = strip_mobile_sam_classifier_head(state)
-        _load_into(module, state, path)
+        _load_into(module, state, path, name)
         weights, sha = f"pretrained:{path}", file_sha256(path)
     module.eval().to(device)
     return LoadedModel(spec=spec, module=module, weights=weights, sha256=sha)

@@ -16,12 +16,15 @@ import numpy as np
 
 __all__ = ["CaseFiles", "DataValidationError", "MaskRule", "RawDataset", "Slice2D", "Volume", "ENDINGS", "SLICE_SUFFIX", "strip_ending"]
 
-#: How a PNG mask becomes labels. ``"nonzero"``: every non-zero pixel is the one
+#: How a PNG mask becomes labels. ``"single"`` (the readers' default): the mask must
+#: hold at most one non-zero value, which becomes the foreground (value 1); a mask
+#: with two (e.g. 128 and 255) is an error naming them, never two labels merged
+#: silently. ``"nonzero"``: every non-zero pixel is the one
 #: foreground class (value 1) -- the finetune-SAM "combine_all" rule, which the
 #: real prostate slices need because BMC26_16 and RUNMC03_12 hold two touching
 #: labels (254 and 255) and RUNMC03_16 / RUNMC23_14 hold only 254.
 #: ``"labels"``: keep the stored values as labels, checked against a label map.
-MaskRule = Literal["nonzero", "labels"]
+MaskRule = Literal["single", "nonzero", "labels"]
 
 
 class DataValidationError(ValueError):
@@ -100,6 +103,7 @@ class RawDataset:
     channel_names: dict[str, str] = field(default_factory=dict)
     file_ending: str = ".nii.gz"
     layout: Literal["nnunet_v2", "msd"] = "nnunet_v2"
+    resample_labels: bool = False  # opt-in: resample a label on another grid onto its image (nearest neighbour)
 
 
 #: File endings a case id is stripped of (longest first where one is a suffix of another).

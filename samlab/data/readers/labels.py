@@ -86,6 +86,13 @@ def mask_labels(raw: np.ndarray, rule: MaskRule, label_map: Mapping[str, int] | 
                 foreground_name: str) -> tuple[np.ndarray, dict[str, int]]:
     """A 2D mask as labels under ``rule`` (see :data:`MaskRule`), with the label map that names them."""
     raw = as_label_array(raw, path)
+    if rule == "single":
+        values = sorted(int(v) for v in np.unique(raw) if v != 0)
+        if len(values) > 1:
+            raise DataValidationError(
+                path, f"mask holds {len(values)} non-zero values {values[:10]}: which structure is which? -- set "
+                "mask_rule='nonzero' to merge them into one foreground, or mask_rule='labels' with a label_map")
+        return (raw > 0).astype(np.uint8), {"background": 0, foreground_name: 1}
     if rule == "nonzero":
         return (raw > 0).astype(np.uint8), {"background": 0, foreground_name: 1}
     if rule == "labels":
@@ -97,4 +104,4 @@ def mask_labels(raw: np.ndarray, rule: MaskRule, label_map: Mapping[str, int] | 
         if unknown:
             raise DataValidationError(path, f"mask values {unknown} are not in the label map {dict(label_map)}")
         return raw, dict(label_map)
-    raise ValueError(f"mask_rule must be 'nonzero' or 'labels', got {rule!r}")
+    raise ValueError(f"mask_rule must be 'single', 'nonzero' or 'labels', got {rule!r}")

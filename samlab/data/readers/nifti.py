@@ -6,7 +6,6 @@ nibabel guards the read against what SimpleITK silently hides (NaN/inf, truncati
 """
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Mapping
 
@@ -15,7 +14,7 @@ import numpy as np
 from samlab.data.readers.base import DataValidationError, Volume, strip_ending
 from samlab.data.readers.labels import as_label_array, validate_volume
 
-__all__ = ["read_nifti_case"]
+__all__ = ["geometry_difference", "read_nifti_case"]
 
 _SPACING_RTOL = 1e-4  # relative tolerance when comparing image and label spacing
 _GEOMETRY_ATOL = 1e-3  # absolute tolerance (mm / cosines) for origin and direction
@@ -73,6 +72,13 @@ def _itk_geometry(img) -> tuple[tuple[float, float, float], tuple[float, ...], t
     return (sz, sy, sx), origin, direction
 
 
+def _n_channels(img) -> int:
+    """Channels stored in one file: vector components, or the 4th axis of a 4D image (MSD stores channels there)."""
+    if img.GetNumberOfComponentsPerPixel() > 1:
+        return int(img.GetNumberOfComponentsPerPixel())
+    return int(img.GetSize()[3]) if img.GetDimension() == 4 else 1
+
+
 def _channel_array(img, path: Path, channel: int) -> np.ndarray:
     """Array of one channel as ``(z, y, x)``; 4D MSD files store channels first."""
     import SimpleITK as sitk
@@ -93,6 +99,37 @@ def _channel_array(img, path: Path, channel: int) -> np.ndarray:
     return arr
 
 
+def geometry_difference(image_geometry: tuple, label_geometry: tuple, *, spacing_rtol: float = _SPACING_RTOL,
+                        atol: float = _GEOMETRY_ATOL) -> str | None:
+    """How a label's (spacing, origin, direction) differs from its image's, or ``None`` if within tolerance.
+
+    Why all three: a label mirrored through its affine has the same shape and spacing
+    as its image but another origin or direction; scored voxel by voxel it would
+    silently compare against the mirrored structure.
+    """
+    (sp, org, dirn), (lsp, lorg, ldirn) = image_geometry, label_geometry
+    parts = []
+    if not np.allclose(sp, lsp, rtol=spacing_rtol, atol=0):
+        parts.append(f"spacing {tuple(lsp)} vs image {tuple(sp)} (sz, sy, sx) mm")
+    if len(org) != len(lorg) or not np.allclose(org, lorg, atol=atol):
+        parts.append(f"origin {tuple(round(v, 4) for v in lorg)} vs image {tuple(round(v, 4) for v in org)} mm")
+    if len(dirn) != len(ldirn) or not np.allclose(dirn, ldirn, atol=atol):
+        parts.append(f"direction {tuple(round(v, 4) for v in ldirn)} vs image {tuple(round(v, 4) for v in dirn)}")
+    return "; ".join(parts) or None
+
+
+def _resample_onto(lab, img):
+    """The label resampled onto the image grid (nearest neighbour: labels stay labels)."""
+    import SimpleITK as sitk
+
+    ref = img
+    if img.GetDimension() == 4:
+        ref = sitk.Extract(img, list(img.GetSize()[:3]) + [0], [0, 0, 0, 0])
+    elif img.GetNumberOfComponentsPerPixel() > 1:
+        ref = sitk.VectorIndexSelectionCast(img, 0)
+    return sitk.Resample(lab, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0, lab.GetPixelID())
+
+
 def read_nifti_case(
     image_path: str | Path,
     label_path: str | Path,
@@ -102,17 +139,35 @@ def read_nifti_case(
     channel: int = 0,
     validate: bool = True,
     allow_empty: bool = False,
+    resample_labels: bool = False,
+    expected_channels: int | None = None,
 ) -> Volume:
     """Read one image/label pair (any format SimpleITK reads) into a :class:`Volume`.
 
-    Spacing comes from the file header. Image and label geometry must agree:
-    shape and spacing mismatches raise (a label drawn on another grid would score
-    against the wrong voxels); origin/direction mismatches only warn, as nnU-Net
-    does, because rounding in converters commonly produces them.
+    Spacing comes from the file header. Image and label geometry must agree within
+    a tolerance: shape, spacing, origin and direction (a label drawn on another grid,
+    or mirrored through its affine, would score against the wrong voxels). A
+    mismatch is a :class:`DataValidationError` naming both files and the difference,
+    unless ``resample_labels`` (an explicit opt-in) resamples the label onto the
+    image grid with nearest-neighbour interpolation.
+
+    ``expected_channels`` (from ``dataset.json``'s ``channel_names``) is checked against
+    the channels this one file stores: a 4D or vector image where one channel is
+    declared is an error naming the file as 4D, not a silently dropped channel.
     """
     image_path, label_path = Path(image_path), Path(label_path)
     img = _read_itk(image_path)
     lab = _read_itk(label_path)
+    n_channels = _n_channels(img)
+    if expected_channels is not None and n_channels != expected_channels:
+        kind = f"a 4D image of size {tuple(img.GetSize())}" if img.GetDimension() == 4 else \
+            f"a vector image with {n_channels} components"
+        raise DataValidationError(
+            image_path, f"is {kind} ({n_channels} channels) but dataset.json declares {expected_channels} channel(s) "
+            "in channel_names -- store one channel per file (<case>_0000, _0001, ...) or fix channel_names")
+    if _n_channels(lab) != 1:
+        raise DataValidationError(label_path, f"label file holds {_n_channels(lab)} channels (size {tuple(lab.GetSize())}); "
+                                  "a label map has one")
     n_nan, n_inf = _nifti_nonfinite(image_path)
     if n_nan or n_inf:
         raise DataValidationError(image_path, f"image holds {n_nan} NaN and {n_inf} inf intensities")
@@ -120,21 +175,24 @@ def read_nifti_case(
     if n_nan or n_inf:
         raise DataValidationError(label_path, f"label array holds {n_nan + n_inf} NaN/inf values")
     image = _channel_array(img, image_path, channel).astype(np.float32, copy=False)
-    labels_raw = _channel_array(lab, label_path, 0)
     spacing, origin, direction = _itk_geometry(img)
-    lab_spacing, lab_origin, lab_direction = _itk_geometry(lab)
-    if labels_raw.shape != image.shape:
+    lab_geometry = _itk_geometry(lab)
+    size = tuple(int(v) for v in lab.GetSize())
+    lab_shape = tuple(reversed(size[:3])) if len(size) >= 3 else (1, *reversed(size))
+    difference = geometry_difference((spacing, origin, direction), lab_geometry)
+    if lab_shape != image.shape and not resample_labels:
         raise DataValidationError(
-            label_path, f"label shape {labels_raw.shape} differs from image shape {image.shape} ({image_path})"
-        )
-    if not np.allclose(spacing, lab_spacing, rtol=_SPACING_RTOL, atol=0):
+            label_path, f"label shape {lab_shape} differs from image shape {image.shape} ({image_path})"
+            + (f"; {difference}" if difference else "") + " -- fix the label file, or set resample_labels: true")
+    if lab_shape != image.shape:
+        difference = f"shape {lab_shape} vs image {image.shape}" + (f"; {difference}" if difference else "")
+    if difference and not resample_labels:
         raise DataValidationError(
-            label_path, f"label spacing {lab_spacing} differs from image spacing {spacing} ({image_path}), as (sz, sy, sx) mm"
-        )
-    if not (
-        np.allclose(origin, lab_origin, atol=_GEOMETRY_ATOL) and np.allclose(direction, lab_direction, atol=_GEOMETRY_ATOL)
-    ):
-        warnings.warn(f"{label_path}: origin/direction differ from {image_path}; using the image's geometry", stacklevel=2)
+            label_path, f"label grid differs from its image {image_path}: {difference} -- fix the label file, or set "
+            "resample_labels: true to resample labels onto the image grid (nearest neighbour)")
+    if difference:
+        lab = _resample_onto(lab, img)
+    labels_raw = _channel_array(lab, label_path, 0)
     labels = as_label_array(labels_raw, label_path)
     vol = Volume(
         case_id=case_id or strip_ending(label_path.name),

@@ -52,7 +52,7 @@ def _normalise_label_map(raw: Mapping[str, Any], source: Path) -> dict[str, int]
     return dict(sorted(out.items(), key=lambda kv: kv[1]))
 
 
-def read_raw_dataset(root: str | Path) -> RawDataset:
+def read_raw_dataset(root: str | Path, *, resample_labels: bool = False) -> RawDataset:
     """Parse ``root/dataset.json`` and list every training case found on disk.
 
     Two layouts are accepted:
@@ -65,6 +65,9 @@ def read_raw_dataset(root: str | Path) -> RawDataset:
       files, which are found when the listed path itself is absent.
 
     A case with only an image or only a label is an error naming the missing file.
+    ``resample_labels`` is kept on the dataset and passed to every case read (see
+    :func:`~samlab.data.readers.nifti.read_nifti_case`): the explicit opt-in that
+    resamples a label whose grid differs from its image instead of refusing it.
     """
     root = Path(root)
     meta_path = root / "dataset.json"
@@ -93,7 +96,7 @@ def read_raw_dataset(root: str | Path) -> RawDataset:
     n_declared = meta.get("numTraining")
     if n_declared is not None and int(n_declared) != len(cases):
         raise DataValidationError(meta_path, f"numTraining = {n_declared} but {len(cases)} cases were found on disk")
-    return RawDataset(root, name, label_map, tuple(cases), channel_names, file_ending, layout)
+    return RawDataset(root, name, label_map, tuple(cases), channel_names, file_ending, layout, resample_labels)
 
 
 def _nnunet_v2_cases(root: Path, ending: str, n_channels: int) -> list[CaseFiles]:
@@ -151,14 +154,18 @@ def read_case(dataset: RawDataset, case: CaseFiles | str, *, channel: int = 0, v
         if not 0 <= channel < len(case.images):
             raise ValueError(f"channel {channel} out of range for case {case.case_id!r} with {len(case.images)} channels")
         image_path, ch = case.images[channel], 0
+    # one file per channel (nnU-Net v2) holds 1; an MSD 4D file holds every declared channel
+    expected = len(dataset.channel_names) if len(case.images) == 1 else 1
     return read_nifti_case(image_path, case.label, dataset.label_map, case.case_id, channel=ch,
-                           validate=validate, allow_empty=allow_empty)
+                           validate=validate, allow_empty=allow_empty, resample_labels=dataset.resample_labels,
+                           expected_channels=expected)
 
 
 def iter_volumes(
-    root: str | Path, *, channel: int = 0, validate: bool = True, allow_empty: bool = False
+    root: str | Path, *, channel: int = 0, validate: bool = True, allow_empty: bool = False,
+    resample_labels: bool = False,
 ) -> Iterator[Volume]:
     """Yield every training :class:`Volume` of an nnU-Net raw / MSD dataset folder."""
-    ds = read_raw_dataset(root)
+    ds = read_raw_dataset(root, resample_labels=resample_labels)
     for case in ds.cases:
         yield read_case(ds, case, channel=channel, validate=validate, allow_empty=allow_empty)

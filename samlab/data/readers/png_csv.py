@@ -136,7 +136,7 @@ def _png_array(path: Path, *, is_mask: bool) -> np.ndarray:
 def load_slice(
     ref: SliceRef,
     *,
-    mask_rule: MaskRule = "nonzero",
+    mask_rule: MaskRule = "single",
     label_map: Mapping[str, int] | None = None,
     foreground_name: str = "foreground",
 ) -> Slice2D:
@@ -154,15 +154,20 @@ def read_png_pair(
     subject: str | None = None,
     case_id: str | None = None,
     slice_index: int = -1,
-    mask_rule: MaskRule = "nonzero",
+    mask_rule: MaskRule = "single",
     label_map: Mapping[str, int] | None = None,
     foreground_name: str = "foreground",
+    subject_pattern: str = _SUBJECT_PATTERN,
 ) -> Slice2D:
     """Read a 2D image and its mask (PNG or any format Pillow reads).
 
-    ``mask_rule`` makes the binarisation explicit (see :data:`MaskRule`): with
-    ``"nonzero"`` the real prostate masks holding 254 and 255 both become the
+    ``mask_rule`` makes the binarisation explicit (see :data:`MaskRule`): the default
+    ``"single"`` refuses a mask with more than one non-zero value (naming them);
+    with ``"nonzero"`` the real prostate masks holding 254 and 255 both become the
     gland; with ``"labels"`` the stored values are kept and must be in ``label_map``.
+    ``subject_pattern`` is the regular expression that finds the patient in
+    ``image_path`` when ``subject`` is not given (default ``patient\\d+``, the
+    finetune-SAM layout ``images/patient77/...``).
     """
     image_path, mask_path = Path(image_path), Path(mask_path)
     image = _png_array(image_path, is_mask=False).astype(np.float32)
@@ -171,7 +176,7 @@ def read_png_pair(
         raise DataValidationError(mask_path, f"mask shape {raw_mask.shape} differs from image shape {image.shape[:2]} ({image_path})")
     mask, lmap = mask_labels(raw_mask, mask_rule, label_map, mask_path, foreground_name)
     if subject is None:
-        subject = subject_from_path(image_path)
+        subject = subject_from_path(image_path, subject_pattern)
     return Slice2D(
         case_id=case_id or strip_ending(image_path.name),
         subject=subject,
