@@ -41,7 +41,7 @@ def _cmd_models(_: argparse.Namespace) -> int:
 
 def _cmd_figures(args: argparse.Namespace) -> int:
     from .report import regenerate
-    from .runner import resolve_run_dir
+    from .paths import resolve_run_dir
 
     run_dir = resolve_run_dir(args.run_dir)
     if not (run_dir / "results").is_dir():

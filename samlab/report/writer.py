@@ -58,7 +58,7 @@ def build_report(run_dir: str | os.PathLike, params: Any | None = None, verbose:
     """Compute every table and figure of a run (nothing is written but ``table3_cache``; see
     :func:`write_report`)."""
     from ..config import StatisticsParams
-    from ..runner import resolve_run_dir
+    from ..paths import resolve_run_dir
     from ..viz import set_style
 
     params = params or StatisticsParams()
@@ -192,7 +192,7 @@ def regenerate(run_dir: str | os.PathLike, out_dir: str | os.PathLike = "figures
     Returns the paths written. Absent results files are reported, not fatal.
     """
     from ..config import StatisticsParams
-    from ..runner import resolve_run_dir
+    from ..paths import resolve_run_dir
     from ..workspace import RunDir
 
     start = time.perf_counter()

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..config import NOTEBOOK_SCHEMAS, ProfileError, check_folder_name, load_profile, read_yaml_mapping
 from ..io import InputFileError, read_json, write_json_atomic, write_text_atomic
-from ..runner import project_root, resolve_run_dir
+from ..paths import project_root, resolve_run_dir
 
 #: File in a job's run directory that marks it complete; holds the parameter hash.
 DONE_MARKER = "sweep-done.json"
