@@ -304,13 +304,18 @@ def plot_grid_summary_bars(summary: pd.DataFrame, metric: str = "dice", referenc
         ax.axhline(value, color="0.2", linestyle=("--", ":", "-.")[k % 3], linewidth=1, label=name)
     names = backbone_names or {}
     ax.set_xticks(range(len(backbones)), [names.get(b, b) for b in backbones])
+    return _finish_mean_axes(fig, ax, metric, ci_label, title)
+
+
+
+def _finish_mean_axes(fig: plt.Figure, ax: plt.Axes, metric: str, ci_label: str, title: str) -> plt.Figure:
+    """Common last steps of the mean-with-CI charts: y label naming the metric and interval, legend outside."""
     ax.set_ylabel(f"mean {_metric_label(metric)} ({ci_label})")
     ax.legend(fontsize=MIN_FONT, bbox_to_anchor=(1.01, 1), loc="upper left")
     if title:
         ax.set_title(title)
     fig.tight_layout()
     return fig
-
 
 def plot_forest(rows: pd.DataFrame, xlabel: str = "mean difference (a − b)", title: str = "",
                 y: str = "structure", hue: str | None = "comparison") -> plt.Figure:
@@ -385,12 +390,7 @@ def plot_shots_curve(summary: pd.DataFrame, metric: str = "dice", reference: pd.
     ticks = sorted(positions.items(), key=lambda item: item[1])
     ax.set_xticks([p for _, p in ticks], [("full" if k < 0 else f"{k}-shot") for k, _ in ticks])
     ax.set_xlabel("training images")
-    ax.set_ylabel(f"mean {_metric_label(metric)} ({ci_label})")
-    ax.legend(fontsize=MIN_FONT, bbox_to_anchor=(1.01, 1), loc="upper left")
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    return fig
+    return _finish_mean_axes(fig, ax, metric, ci_label, title)
 
 
 def plot_condition_bars(summary: pd.DataFrame, metric: str = "dice", x: str = "label", hue: str = "prompt",
