@@ -162,7 +162,7 @@ def _run_steps(pm, steps, run_dir: Path, root: Path, progress: bool, record: dic
         try:
             pm.execute_notebook(
                 str(source), str(output), parameters=parameters, kernel_name="python3",
-                cwd=str(source.parent), progress_bar=progress, log_output=False,
+                cwd=str(source.parent), progress_bar=progress, log_output=False, **kernel_options(),
             )
         except pm.PapermillExecutionError as exc:
             entry.update(status="failed", seconds=round(time.perf_counter() - start, 1))
@@ -172,3 +172,26 @@ def _run_steps(pm, steps, run_dir: Path, root: Path, progress: bool, record: dic
             raise failure from None
         entry.update(status="ok", seconds=round(time.perf_counter() - start, 1))
         write_json_atomic(run_dir / "run.json", record, default=str)
+
+
+def kernel_options() -> dict[str, Any]:
+    """papermill/nbclient options for a quiet, local kernel (``samlab run``).
+
+    * IPC transport (unix sockets in a fresh temporary folder, removed at exit) instead of TCP
+      on localhost: the kernel listens on no port, so ipykernel has no reason to print its
+      "Kernel is running over TCP without encryption" warning.
+    * Text progress bars (:func:`samlab.progress.use_text_progress` at kernel start-up), so the
+      executed notebooks store each bar's final state instead of a "0 %" widget.
+    """
+    import atexit
+    import shutil
+    import tempfile
+
+    from traitlets.config import Config
+
+    from .progress import TEXT_PROGRESS_EXEC_LINE
+
+    kernel_dir = tempfile.mkdtemp(prefix="samlab-kernel-")  # short path: unix socket paths allow ~100 characters
+    atexit.register(shutil.rmtree, kernel_dir, True)
+    config = Config({"KernelManager": {"transport": "ipc", "ip": str(Path(kernel_dir) / "kernel")}})
+    return {"config": config, "extra_arguments": [f"--IPKernelApp.exec_lines={TEXT_PROGRESS_EXEC_LINE}"]}

@@ -127,6 +127,21 @@ def test_medsam_256_is_litemedsam_longest_side_and_pad():
     assert int(out.mask.sum()) == 256 * 213
 
 
+def test_medsam_256_resizes_with_opencv_area_as_litemedsams_script(prostate_slices_dir):
+    """CVPR24_LiteMedSAM_infer.py resizes with cv2.INTER_AREA then min-maxes; the 1024 path stays skimage bicubic."""
+    cv2 = pytest.importorskip("cv2")
+    prof = get_profile("medsam", input_size=256)
+    assert prof.interpolation == "cv2_area" and get_profile("medsam").interpolation == "skimage"
+    image = load_slice(read_slice_list(prostate_slices_dir / "val_5shot.csv")[2]).image
+    norm = normalize_intensity(image, prof)[:, 40:]  # non-square: 384 x 344 -> 256 x 229 + padding
+    out = prepare_slice(norm, None, prof, normalized=True)
+    expected = cv2.resize(norm, (229, 256), interpolation=cv2.INTER_AREA)
+    expected = (expected - expected.min()) / (expected.max() - expected.min())
+    assert out.resize.resized_hw == (256, 229)
+    np.testing.assert_allclose(out.image[0, :, :229], expected, atol=1e-6)
+    assert out.image[:, :, 229:].max() == 0
+
+
 def test_unknown_profile_and_bad_input():
     with pytest.raises(ValueError, match="unknown preprocessing profile"):
         get_profile("sam2")

@@ -6,9 +6,12 @@ and a model only sees its published numbers with its own preparation.
 * ``medsam`` -- the zero-shot pelvic study follows the MedSAM protocol: clip each
   volume to its 0.5th-99.5th intensity percentiles (of the non-zero voxels, as
   MedSAM's ``pre_CT_MR.py`` does; zero background stays zero), min-max to [0, 1],
-  resize each slice to the model input (1024 for MedSAM: square, bicubic;
-  256 for LiteMedSAM: longest side to 256 then zero-pad bottom/right, as its
-  inference script does), re-min-max each slice, and repeat the grey channel 3x.
+  resize each slice to the model input (1024 for MedSAM: square, skimage bicubic
+  with its default "reflect" border, as ``MedSAM_Inference.py``; 256 for
+  LiteMedSAM: longest side to 256 with OpenCV ``INTER_AREA`` then zero-pad
+  bottom/right, as ``CVPR24_LiteMedSAM_infer.py`` does), re-min-max each slice,
+  and repeat the grey channel 3x. The predictor applies the same recipes to
+  raw slices (:mod:`samlab.models.recipes`).
   (MedSAM stores the normalised volume as uint8, i.e. 256 grey levels; we keep
   float32, a difference below one grey level.)
 * ``finetune_sam`` -- the 18-config study maps pixel values to 0-255, repeats
@@ -78,6 +81,10 @@ class Profile:
     nonzero_only: bool = True  # percentiles over non-zero voxels (MedSAM) or over all
     resize: Literal["square", "longest_side_pad"] = "square"
     image_order: int = 3  # spline order for image resizing (0 nearest, 1 bilinear, 3 bicubic)
+    #: image interpolation: skimage splines of ``image_order`` (MedSAM, finetune-SAM) or OpenCV area
+    #: averaging (LiteMedSAM's CVPR24 inference script, ``cv2.INTER_AREA``)
+    interpolation: Literal["skimage", "cv2_area"] = "skimage"
+    skimage_mode: str = "edge"  # border mode of skimage's resize; MedSAM uses its default, "reflect"
     slice_minmax: bool = True  # re-min-max each resized slice to [0, 1] (MedSAM/LiteMedSAM)
     mean: tuple[float, float, float] | None = None  # subtracted after resizing (0-255 scale)
     std: tuple[float, float, float] | None = None
@@ -86,7 +93,7 @@ class Profile:
 
 #: The named profiles; :func:`get_profile` adapts ``input_size``.
 PROFILES: dict[str, Profile] = {
-    "medsam": Profile(name="medsam", input_size=1024, intensity="percentile_minmax"),
+    "medsam": Profile(name="medsam", input_size=1024, intensity="percentile_minmax", skimage_mode="reflect"),
     "finetune_sam": Profile(
         name="finetune_sam",
         input_size=1024,
@@ -109,8 +116,8 @@ def get_profile(name: str, input_size: int | None = None, **overrides) -> Profil
         if input_size < 1:
             raise ValueError(f"input_size must be a positive number of pixels, got {input_size}")
         changes: dict = {"input_size": int(input_size)}
-        if name == "medsam" and input_size != 1024:
-            changes["resize"] = "longest_side_pad"
+        if name == "medsam" and input_size != 1024:  # LiteMedSAM's recipe (CVPR24_LiteMedSAM_infer.py)
+            changes.update(resize="longest_side_pad", interpolation="cv2_area")
         prof = replace(prof, **changes)
     return replace(prof, **overrides) if overrides else prof
 
@@ -374,17 +381,26 @@ def resize_nearest(array: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
     return arr[rows[:, None], cols[None, :]]
 
 
-def _resize_image(image: np.ndarray, out_hw: tuple[int, int], order: int) -> np.ndarray:
-    from skimage.transform import resize
-
+def _resize_image(image: np.ndarray, out_hw: tuple[int, int], profile: Profile) -> np.ndarray:
+    """Resize with the profile's interpolation (see :mod:`samlab.models.recipes` for the official recipes)."""
     if image.shape[:2] == tuple(out_hw):
         return image.astype(np.float32, copy=True)
-    if order == 0:
+    if profile.interpolation == "cv2_area":
+        import cv2
+
+        return np.asarray(
+            cv2.resize(image.astype(np.float32), (int(out_hw[1]), int(out_hw[0])), interpolation=cv2.INTER_AREA),
+            dtype=np.float32,
+        )
+    if profile.image_order == 0:
         return resize_nearest(image, out_hw).astype(np.float32)
+    from skimage.transform import resize
+
     downsampling = out_hw[0] < image.shape[0] or out_hw[1] < image.shape[1]
     out_shape = tuple(out_hw) + image.shape[2:]
     return resize(
-        image, out_shape, order=order, mode="edge", preserve_range=True, anti_aliasing=downsampling
+        image, out_shape, order=profile.image_order, mode=profile.skimage_mode, preserve_range=True,
+        anti_aliasing=downsampling,
     ).astype(np.float32)
 
 
@@ -392,7 +408,7 @@ def _target_hw(hw: tuple[int, int], profile: Profile) -> tuple[int, int]:
     size = profile.input_size
     if profile.resize == "square":
         return size, size
-    scale = size / max(hw)
+    scale = size * 1.0 / max(hw)
     return max(1, int(hw[0] * scale + 0.5)), max(1, int(hw[1] * scale + 0.5))
 
 
@@ -421,7 +437,7 @@ def prepare_slice(
     if not normalized:
         img = normalize_intensity(img, profile)
     target = _target_hw(hw, profile)
-    resized = _resize_image(img, target, profile.image_order)
+    resized = _resize_image(img, target, profile)
     if profile.slice_minmax:
         resized = minmax(resized, 1.0)
     else:

