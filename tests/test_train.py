@@ -431,3 +431,28 @@ def test_notebook_parameters_build_the_recipe():
     assert (recipe.name, recipe.max_epochs, recipe.lr) == ("litemedsam_refine", 2, 1e-4)
     with pytest.raises(ProfileError, match="lrr"):
         validate_notebook_parameters("04_finetuning_grid", {"recipe_overrides": {"lrr": 1}})
+
+
+def test_a_resumed_run_says_so_and_reuses_the_on_disk_embedding_cache(phantom_slices, tmp_path, capsys):
+    """Train epoch 1 of 2, stop; a new process (new cache object, same folder) resumes to 2 and says so."""
+    out = tmp_path / "ckpt"
+
+    def stop_after_first_epoch(row):
+        if row["epoch"] == 1:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        _train(phantom_slices, EmbeddingCache(tmp_path / "embeddings"), out, on_epoch_end=stop_after_first_epoch)
+    first = capsys.readouterr().out
+    assert "resuming" not in first, "a fresh run must not claim to resume"
+    resumed = _train(phantom_slices, EmbeddingCache(tmp_path / "embeddings"), out)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("resuming")]
+    assert lines == [f"resuming training from epoch 1 (checkpoint {out / 'last.pt'}): continuing at epoch 2 of 2; "
+                     "embedding cache reused (0 encoder passes)"]
+    assert resumed.resumed_from_epoch == 1 and resumed.encoder_passes == 0
+    assert [row["epoch"] for row in resumed.history] == [0, 1, 2]
+    # without the folder the embeddings are computed again, and the message says so
+    again = _train(phantom_slices, EmbeddingCache(tmp_path / "other"), out)
+    message = capsys.readouterr().out.strip()
+    assert again.encoder_passes == 3
+    assert message.endswith("already finished, nothing to train; embedding cache: 3 slice(s) encoded anew, the rest reused")

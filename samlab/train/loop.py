@@ -429,6 +429,22 @@ class _Run:
             torch.cuda.set_rng_state_all(ck["rng"]["cuda"])
 
 
+def _resume_message(path: Path, epoch: int, max_epochs: int, finished: bool, run: "_Run") -> str:
+    """One line saying a run resumed, from which checkpoint and epoch, and whether the embeddings were reused.
+
+    Why printed (not only returned in :class:`TrainResult`): a resumed run looks like a fresh one in
+    the notebook's output otherwise, and a user comparing timings or losses must know it continued.
+    """
+    if not run.cached:
+        embeddings = "no embedding cache (training on pixels)"
+    elif run.encoder_passes == 0:
+        embeddings = "embedding cache reused (0 encoder passes)"
+    else:
+        embeddings = f"embedding cache: {run.encoder_passes} slice(s) encoded anew, the rest reused"
+    todo = "already finished, nothing to train" if finished else f"continuing at epoch {epoch + 1} of {max_epochs}"
+    return f"resuming training from epoch {epoch} (checkpoint {path}): {todo}; {embeddings}"
+
+
 def train(
     loaded: LoadedModel,
     train_slices: Sequence[SliceRecord],
@@ -497,6 +513,8 @@ def train(
         finished, stopped = ck["finished"], ck["stopped_early"]
         best_state = load_checkpoint(out / BEST)["model"]
         resumed_from = ck["epoch"]
+        if ctx.is_main:
+            print(_resume_message(out / LAST, resumed_from, recipe.max_epochs, finished, run), flush=True)
     else:
         val_loss, val_dice = run.validate()
         history.append({"epoch": 0, "train_loss": None, "val_loss": val_loss, "val_dice": val_dice,
