@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .data.splits import read_splits_json
+from .data.splits import LeakageError, find_leaks, read_splits_json
 from .io import read_json, write_json_atomic
 from .paths import resolve_run_dir
 
@@ -91,10 +91,33 @@ class RunDir:
         return read_json(path, "run dataset record")
 
     def splits(self) -> dict[str, list[str]]:
+        """The run's train/val/test case ids, checked for leakage before any notebook uses them.
+
+        Why checked here too: ``splits.json`` is a plain file a user may edit or copy from another
+        run. The case-level check is :func:`~samlab.data.splits.read_splits_json`'s (no case in two
+        splits); the patient-level one uses the ``subject`` column of the curation manifest, when
+        present, so two scans of one patient in train and test are a :class:`LeakageError` naming
+        both files, as curation itself would have refused.
+        """
         path = self.root / "curation" / "splits.json"
         if not path.is_file():
             raise MissingStageError(f"{path} not found: run notebooks/01_data_curation.ipynb with run_dir={self.root} first")
-        return read_splits_json(path)
+        splits = read_splits_json(path)
+        manifest = self.root / "curation" / "manifest.csv"
+        if manifest.is_file():
+            subjects = _subjects_of(manifest)
+            unknown = sorted(c for ids in splits.values() for c in ids if c not in subjects)
+            patient = {c: subjects.get(c, c) for ids in splits.values() for c in ids}
+            leaks = find_leaks(splits, patient)
+            if leaks:
+                items = "; ".join(f"{p}: " + ", ".join(f"{s} {[c for c in splits[s] if patient[c] == p]}" for s in where)
+                                  for p, where in list(leaks.items())[:5])
+                raise LeakageError(leaks, f" ({items}) -- {path} against the subjects of {manifest}; "
+                                          "re-run notebook 01 (curation splits by patient)")
+            if unknown:
+                raise ValueError(f"{path}: case(s) {unknown[:5]} ({len(unknown)} in all) are not in {manifest}; "
+                                 "the splits come from another curation -- re-run notebook 01")
+        return splits
 
     def load_cases(self, split: str = "test", max_cases: int | None = None, clip_percentiles: bool = True) -> list:
         """Read the volumes of one split (``all`` = every case), intensity-prepared as MedSAM expects.
@@ -135,6 +158,17 @@ class RunDir:
 
     def structures(self) -> dict[str, tuple[int, ...]]:
         return {k: tuple(v) for k, v in self.dataset_info()["structures"].items()}
+
+
+def _subjects_of(manifest: Path) -> dict[str, str]:
+    """case id -> patient from a curation manifest (only the two columns are read: the manifest may list every slice)."""
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(manifest, usecols=["case_id", "subject"], dtype=str, keep_default_na=False)
+    except ValueError as exc:  # a missing column
+        raise ValueError(f"{manifest}: not a samlab manifest ({exc}); re-run notebook 01") from None
+    return dict(zip(frame["case_id"], frame["subject"]))
 
 
 def default_structures(raw_dir: str | os.PathLike) -> dict[str, tuple[int, ...]]:

@@ -341,3 +341,66 @@ def test_profile_error_still_a_profile_error(tmp_path):
     profile = _profile(tmp_path, zero_shot={"expansions_px": [100000]})
     with pytest.raises(ProfileError):
         check_profile(profile, runs_root=tmp_path / "runs")
+
+
+# --------------------------------------------------------------------------- run-directory splits, figures
+
+
+@pytest.fixture()
+def curated(pristine_raw, tmp_path):
+    from samlab.data.curate import curate_nnunet_raw
+    from samlab.workspace import RunDir
+
+    run = RunDir.at(tmp_path / "run")
+    curate_nnunet_raw(pristine_raw, run.curation, split={"train": 0.34, "val": 0.33, "test": 0.33},
+                      seed=0, progress=False)
+    return run
+
+
+def test_run_dir_splits_refuse_a_case_in_train_and_test(curated):
+    splits = curated.splits()
+    assert all(splits[s] for s in ("train", "val", "test")), splits
+    path = curated.root / "curation" / "splits.json"
+    shared = splits["train"][0]
+    path.write_text(json.dumps({**splits, "test": splits["test"] + [shared]}))
+    with pytest.raises(ValueError, match=rf"^{path}: case '{shared}' is in both 'train' and 'test'"):
+        curated.splits()
+
+
+def test_run_dir_splits_refuse_one_patient_in_train_and_test(curated):
+    """Two cases of one patient (manifest ``subject``) in train and test: patient-level leakage, both files named."""
+    import pandas as pd
+
+    from samlab.data.splits import LeakageError
+
+    splits = curated.splits()
+    train_case, test_case = splits["train"][0], splits["test"][0]
+    manifest = curated.root / "curation" / "manifest.csv"
+    frame = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    patient = frame.loc[frame["case_id"] == train_case, "subject"].iloc[0]
+    frame.loc[frame["case_id"] == test_case, "subject"] = patient
+    frame.to_csv(manifest, index=False)
+    with pytest.raises(LeakageError, match=rf"{patient} in test, train") as info:
+        curated.splits()
+    message = str(info.value)
+    assert str(manifest) in message and str(curated.root / "curation" / "splits.json") in message
+    assert train_case in message and test_case in message
+    # a splits.json naming a case the manifest does not know comes from another curation
+    (curated.root / "curation" / "splits.json").write_text(json.dumps({**splits, "test": ["stranger"]}))
+    frame.loc[frame["case_id"] == test_case, "subject"] = test_case
+    frame.to_csv(manifest, index=False)
+    with pytest.raises(ValueError, match=r"case\(s\) \['stranger'\] \(1 in all\) are not in"):
+        curated.splits()
+
+
+def test_no_figure_is_written_around_save_figure():
+    """Every figure goes through samlab.viz.save_figure (atomic): no bare ``savefig(`` in samlab/ or notebooks/."""
+    root = Path(__file__).resolve().parents[1]
+    offenders = []
+    for path in sorted([*(root / "samlab").rglob("*.py"), *(root / "notebooks").glob("*.ipynb")]):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if "savefig(" in line and "atomic_path" not in line:
+                offenders.append(f"{path.relative_to(root)}:{number}: {line.strip()}")
+    allowed = [o for o in offenders if o.startswith("samlab/viz.py:") and "fig.savefig(tmp," in o]
+    assert len(allowed) == 1, "save_figure itself must write through a temporary path"
+    assert sorted(set(offenders) - set(allowed)) == []
