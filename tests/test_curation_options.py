@@ -200,3 +200,12 @@ def test_shape_classes_from_descriptors():
                            "components_per_slice": [1.0, 1.0, 2.0, 1.0], "solidity": [0.95, 0.9, 0.4, 0.3]})
     classes = classify_shapes(shapes)
     assert classes.to_dict() == {"ball": "convex", "pair": "disjoint", "ring": "non-convex"}
+
+
+def test_slice_lists_pass_the_subject_pattern_through(prostate_slices_dir, tmp_path):
+    from samlab.data.curate import curate_slice_lists
+
+    with pytest.warns(UserWarning, match="study77"):  # the patient as the pattern names it
+        res = curate_slice_lists(prostate_slices_dir, tmp_path / "study", on_leakage="warn", progress=False,
+                                 subject_pattern=r"study\d+")
+    assert set(res.cases["subject"]).issuperset({"study77"}) and res.leaks == {"study77": ["train", "val"]}
