@@ -398,7 +398,9 @@ def best_worst_panels(result: ZeroShotResult, cases: Sequence[CaseLike], structu
 
 # --------------------------------------------------------------------------- which cases, which reference, which shape
 
-PELVIC_DATASET_HINTS = ("pelvi", "prostate")  # dataset names the pelvic paper's Table 1 is a reference for
+#: Dataset names the pelvic paper's Table 1 and commentary apply to: the phantom (PelvisPhantom) and the pelvic
+#: MR set (PelvicMR). A prostate-only set is not: its structures and shapes differ from the paper's eight.
+PELVIC_DATASET_HINTS = ("pelvi",)
 
 
 def resolve_split(split: str, prompt_sources: Sequence[str], nnunet_available: bool) -> tuple[str, str]:
@@ -427,7 +429,7 @@ def scored_cases_note(n_scored: int, n_total: int, split: str, reason: str, max_
 
 
 def is_pelvic_dataset(dataset: str) -> bool:
-    """Whether the pelvic paper (and the phantom's commentary) applies: the phantom or a pelvic/prostate set."""
+    """Whether the pelvic paper (and the phantom's commentary) applies: the phantom or the pelvic set."""
     name = dataset.lower()
     return any(hint in name for hint in PELVIC_DATASET_HINTS)
 

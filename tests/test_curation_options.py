@@ -190,7 +190,7 @@ def test_zero_shot_split_rule_and_note():
     assert "1 of the dataset's 4" in note and "held out" in note
     assert scored_cases_note(4, 4, "all", "why").startswith("scoring all 4")
     assert is_pelvic_dataset("PelvisPhantom") and is_pelvic_dataset("PelvicMR")
-    assert not is_pelvic_dataset("MSD Task04 Hippocampus, 6 training cases")
+    assert not is_pelvic_dataset("MSD Task04 Hippocampus, 6 training cases") and not is_pelvic_dataset("Prostate")
 
 
 def test_shape_classes_from_descriptors():
