@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ModelName = Literal["litemedsam", "medsam_vit_b", "sam_vit_b", "sam_vit_l", "sam_vit_h", "vit_t"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -53,6 +53,48 @@ class CurationParams(_Params):
     resample_labels: bool = Field(
         False, description="resample a label whose grid (origin, direction, spacing, shape) differs from its image "
                            "onto the image grid (nearest neighbour) instead of refusing the case")
+    orientation: Literal["as_stored", "RAS", "LPS"] = Field(
+        "as_stored", description="volume orientation before slicing: as_stored (SimpleITK array order, never "
+                                 "canonicalised; MedSAM's own convention) or RAS / LPS (DICOMOrient of image and label)")
+    intensity: Literal["percentile_nonzero", "percentile_foreground", "zscored", "ct_window"] = Field(
+        "percentile_nonzero", description="volume clip before the model's min-max: 0.5/99.5 percentiles of non-zero "
+                                          "voxels (MedSAM MR), of an Otsu foreground, of the body of a z-scored image, "
+                                          "or a fixed CT window")
+    ct_window: str | list[float] | None = Field(
+        None, description="for intensity ct_window: soft_tissue, lung, brain, bone (MedSAM presets) or [low, high] HU")
+    subject_pattern: str | None = Field(
+        None, description="regex with one group that extracts the patient from a case id (scans of one patient "
+                          "stay in one split)")
+    subject_csv: str | None = Field(None, description="CSV with columns case_id, subject (alternative to subject_pattern)")
+
+    @field_validator("ct_window")
+    @classmethod
+    def _window_known(cls, value: str | list[float] | None) -> str | list[float] | None:
+        if value is not None:
+            from samlab.data.preprocess import ct_window_range
+
+            ct_window_range(value)  # raises naming the presets or the bad pair
+        return value
+
+    @field_validator("subject_pattern")
+    @classmethod
+    def _one_group(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                groups = re.compile(value).groups
+            except re.error as err:
+                raise ValueError(f"subject_pattern {value!r} is not a valid regex: {err}") from err
+            if groups != 1:
+                raise ValueError(f"subject_pattern must have exactly one group (the patient), {value!r} has {groups}")
+        return value
+
+    @model_validator(mode="after")
+    def _window_with_ct(self) -> "CurationParams":
+        if self.intensity == "ct_window" and self.ct_window is None:
+            raise ValueError("intensity 'ct_window' needs ct_window: soft_tissue, lung, brain, bone or [low, high]")
+        if self.subject_pattern is not None and self.subject_csv is not None:
+            raise ValueError("give subject_pattern or subject_csv, not both")
+        return self
 
     @field_validator("phantom_shape")
     @classmethod
@@ -81,11 +123,15 @@ class ZeroShotParams(_Params):
         default_factory=lambda: ["single", "per_component", "per_part", "point"]
     )
     expansions_px: list[int] = Field(default_factory=lambda: [0, 5])
-    split: Literal["train", "val", "test", "all"] = "test"
+    split: Literal["auto", "train", "val", "test", "all"] = Field(
+        "auto", description="auto: every case (zero-shot needs no held-out cases), or the test split when nnU-Net "
+                            "predictions are compared (they exist for held-out cases only)")
     max_cases: int | None = Field(None, ge=1)
     nsd_tolerance_mm: float = Field(2.0, gt=0)
     device: Device = "auto"
     use_cache: bool = True
+    reference: str | None = Field(None, description="published results for this dataset to compare with (shown "
+                                                    "in notebook 02); default: the pelvic paper for pelvic data, none else")
 
     @field_validator("expansions_px")
     @classmethod

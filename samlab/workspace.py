@@ -73,12 +73,18 @@ class RunDir:
 
     # ------------------------------------------------------------------ curation record
     def write_dataset_info(self, raw_dir: str | os.PathLike, structures: Mapping[str, Sequence[int]], name: str,
-                           resample_labels: bool = False) -> Path:
-        """Record which raw dataset the run uses, which evaluation structures it defines, and whether labels on
-        another grid are resampled onto their image (later notebooks must read the cases as curation did)."""
+                           resample_labels: bool = False, *, orientation: str = "as_stored",
+                           intensity: str = "percentile_nonzero",
+                           ct_window: str | Sequence[float] | None = None) -> Path:
+        """Record which raw dataset the run uses, which evaluation structures it defines, whether labels on
+        another grid are resampled onto their image, the orientation the volumes are sliced in and the
+        intensity profile of the model inputs (later notebooks must read the cases as curation did, and a
+        result is traceable to both)."""
         info = {"raw_dir": str(Path(raw_dir).resolve()), "dataset": name,
                 "structures": {k: [int(v) for v in vals] for k, vals in structures.items()},
-                "resample_labels": bool(resample_labels)}
+                "resample_labels": bool(resample_labels), "orientation": orientation, "intensity": intensity,
+                "ct_window": ct_window if ct_window is None or isinstance(ct_window, str)
+                else [float(v) for v in ct_window]}
         return write_json_atomic(self.curation / "dataset.json", info)
 
     def dataset_info(self) -> dict[str, Any]:
@@ -120,14 +126,18 @@ class RunDir:
         return splits
 
     def load_cases(self, split: str = "test", max_cases: int | None = None, clip_percentiles: bool = True) -> list:
-        """Read the volumes of one split (``all`` = every case), intensity-prepared as MedSAM expects.
+        """Read the volumes of one split (``all`` = every case), oriented and intensity-prepared as curated.
 
-        The MedSAM preprocessing profile clips each volume at its 0.5 and 99.5
-        percentiles before the per-slice min-max the predictor applies.
+        Each volume is re-oriented as notebook 01 chose (``orientation`` in the
+        dataset record; ``as_stored`` for runs curated before the setting existed)
+        and, with ``clip_percentiles``, clipped under its intensity profile (default
+        MedSAM's 0.5/99.5 percentiles of the non-zero voxels) before the per-slice
+        min-max the predictor applies.
         """
         from dataclasses import replace
 
-        from .data.preprocess import clip_percentiles as clip_volume
+        from .data.orientation import reorient_volume
+        from .data.preprocess import apply_intensity_profile
         from .data.readers import read_case, read_raw_dataset
 
         info = self.dataset_info()
@@ -144,8 +154,11 @@ class RunDir:
         cases = []
         for case_id in case_ids:
             volume = read_case(dataset, case_id, allow_empty=True)  # curation keeps all-absent cases
+            volume = reorient_volume(volume, info.get("orientation", "as_stored"))
             if clip_percentiles:
-                volume = replace(volume, image=clip_volume(volume.image).astype(np.float32))
+                image = apply_intensity_profile(volume.image, info.get("intensity", "percentile_nonzero"),
+                                                window=info.get("ct_window"))
+                volume = replace(volume, image=image.astype(np.float32))
             cases.append(volume)
         return cases
 

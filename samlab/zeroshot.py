@@ -394,3 +394,56 @@ def best_worst_panels(result: ZeroShotResult, cases: Sequence[CaseLike], structu
         panels.append({"image": case.image[z], "gt": gt[z], "pred": pred[z],
                        "title": f"{row.structure} {row.subject} z={z}\nDice {row.value:.2f} ({prompt})"})
     return panels
+
+
+# --------------------------------------------------------------------------- which cases, which reference, which shape
+
+#: Dataset names the pelvic paper's Table 1 and commentary apply to: the phantom (PelvisPhantom) and the pelvic
+#: MR set (PelvicMR). A prostate-only set is not: its structures and shapes differ from the paper's eight.
+PELVIC_DATASET_HINTS = ("pelvi",)
+
+
+def resolve_split(split: str, prompt_sources: Sequence[str], nnunet_available: bool) -> tuple[str, str]:
+    """The split notebook 02 evaluates and why.
+
+    ``auto``: zero-shot needs no held-out cases, so every case is scored (``all``),
+    unless nnU-Net prompts are compared -- nnU-Net predicts only its held-out
+    (``test``) cases, so then the test split is. An explicit split is kept as given.
+    """
+    if split != "auto":
+        return split, f"split {split!r} set in the parameters"
+    if "nnunet" in prompt_sources and nnunet_available:
+        return "test", "nnU-Net prompts are compared and nnU-Net predicts the held-out test cases only"
+    return "all", "zero-shot needs no held-out cases, so every case is evaluated"
+
+
+def scored_cases_note(n_scored: int, n_total: int, split: str, reason: str, max_cases: int | None = None) -> str:
+    """One line saying how many of the dataset's cases a notebook scores, and why when it is fewer than all."""
+    if n_scored >= n_total:
+        return f"scoring all {n_total} case(s) of the dataset ({reason})"
+    why = [f"split {split!r}: {reason}"]
+    if max_cases is not None and n_scored == max_cases:
+        why.append(f"max_cases={max_cases}")
+    return (f"NOTE: scoring {n_scored} of the dataset's {n_total} case(s) ({'; '.join(why)}); "
+            "set split='all' and max_cases=None to score every case")
+
+
+def is_pelvic_dataset(dataset: str) -> bool:
+    """Whether the pelvic paper (and the phantom's commentary) applies: the phantom or the pelvic set."""
+    name = dataset.lower()
+    return any(hint in name for hint in PELVIC_DATASET_HINTS)
+
+
+def classify_shapes(shapes: pd.DataFrame, min_solidity: float = 0.8) -> pd.Series:
+    """Per structure, its shape class computed from the masks (a :func:`shape_descriptors` table):
+
+    ``disjoint`` when its slices hold >= 1.5 connected components on average (bilateral pairs),
+    else ``convex`` when the mean 2D solidity is >= ``min_solidity``, else ``non-convex``
+    (rings, crescents). Why computed: a fixed pelvic lookup says nothing about another dataset.
+    """
+    if shapes.empty:
+        return pd.Series(dtype=str, name="shape")
+    mean = shapes.groupby("structure")[["components_per_slice", "solidity"]].mean()
+    classes = np.where(mean["components_per_slice"] >= 1.5, "disjoint",
+                       np.where(mean["solidity"] >= min_solidity, "convex", "non-convex"))
+    return pd.Series(classes, index=mean.index, name="shape")

@@ -36,6 +36,8 @@ import pandas as pd
 from samlab.data.download import file_digest
 from samlab.io import atomic_path, write_json_atomic
 from samlab.data.manifest import (
+    INTENSITY_COLUMN,
+    ORIENTATION_COLUMN,
     PRESENT_COLUMN,
     build_manifest,
     count_column,
@@ -45,7 +47,8 @@ from samlab.data.manifest import (
     volume_rows,
     write_manifest,
 )
-from samlab.data.preprocess import remove_small_objects, remove_small_objects_per_slice
+from samlab.data.orientation import reorient_volume
+from samlab.data.preprocess import ct_window_range, intensity_clip_range, remove_small_objects, remove_small_objects_per_slice
 from samlab.data.readers import (
     DataValidationError,
     MaskRule,
@@ -100,7 +103,7 @@ def _subject_fn(subject_of: Mapping[str, str] | Callable[[str], str] | None) -> 
 
     def lookup(cid: str) -> str:
         if cid not in subject_of:
-            raise KeyError(f"subject_of has no patient for case {cid!r}")
+            raise ValueError(f"the subject mapping (subject_csv) has no patient for case {cid!r}")
         return subject_of[cid]
 
     return lookup
@@ -122,6 +125,9 @@ def curate_nnunet_raw(
     structures: Mapping[str, Sequence[int]] | None = None,
     progress: bool = True,
     resample_labels: bool = False,
+    orientation: str = "as_stored",
+    intensity: str = "percentile_nonzero",
+    ct_window: str | Sequence[float] | None = None,
 ) -> CurationResult:
     """Validate an nnU-Net raw / MSD folder, split it by patient and write manifest + splits.
 
@@ -138,8 +144,18 @@ def curate_nnunet_raw(
     ``n_absent_structures`` in the cases table). A case with an empty label volume
     is recorded with every structure absent and a printed note; ``allow_empty=False``
     makes it a validation error instead.
+
+    ``orientation`` (:mod:`samlab.data.orientation`): ``as_stored`` slices the
+    SimpleITK array as stored (MedSAM's convention), ``RAS`` / ``LPS`` re-orient
+    image and label first; the manifest's ``slice`` indexes the chosen orientation.
+    ``intensity`` / ``ct_window`` (:func:`samlab.data.preprocess.intensity_clip_range`)
+    name the clip of the model inputs; each case's ``clip_low`` / ``clip_high`` is in
+    the cases table. Both are recorded in every manifest row (columns ``orientation``,
+    ``intensity``); later notebooks read them from the run's dataset record.
     """
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    intensity_label = intensity if intensity != "ct_window" else \
+        "ct_window:" + ",".join(f"{v:g}" for v in _ct_range(ct_window))
     ds = read_raw_dataset(raw_dir, resample_labels=resample_labels)  # opt-in: see read_nifti_case
     name = dataset or ds.name
     subject = _subject_fn(subject_of)
@@ -150,7 +166,8 @@ def curate_nnunet_raw(
     records: list[tuple] = []
     for case in _progress(ds.cases, len(ds.cases), f"validating {name}", progress):
         try:
-            vol = read_case(ds, case, channel=channel, validate=True, allow_empty=allow_empty)
+            vol = reorient_volume(read_case(ds, case, channel=channel, validate=True, allow_empty=allow_empty),
+                                  orientation)
         except DataValidationError as err:
             errors.append(err)
             continue
@@ -187,6 +204,9 @@ def curate_nnunet_raw(
             volume_extra={"n_foreground_clean": int(fg_clean.sum()), "usable": bool(usable.any()),
                           PRESENT_COLUMN: format_structures(present)},
         )
+        for row in rows[-(1 + (vol.labels.shape[0] if include_slices else 0)):]:
+            row[ORIENTATION_COLUMN], row[INTENSITY_COLUMN] = orientation, intensity_label
+        clip_low, clip_high = intensity_clip_range(vol.image, intensity, window=ct_window)
         counts = np.bincount(vol.labels.ravel(), minlength=256)
         case_rows.append({
             "case_id": cid, "subject": subjects[cid], "split": s,
@@ -195,6 +215,7 @@ def curate_nnunet_raw(
             "n_usable_slices": int(usable.sum()),
             **{count_column(k): int(counts[v]) for k, v in ds.label_map.items()},
             PRESENT_COLUMN: format_structures(present), "n_absent_structures": len(structures) - len(present),
+            "clip_low": clip_low, "clip_high": clip_high,
         })
     _note_absent(case_rows, structures)
     manifest = build_manifest(rows)
@@ -205,6 +226,12 @@ def curate_nnunet_raw(
     manifest_path = write_manifest(manifest, out_dir / "manifest.csv")
     splits_path = write_splits_json(splits, out_dir / "splits.json")
     return CurationResult(manifest, splits, cases, summary, dict(ds.label_map), manifest_path, splits_path, {})
+
+
+def _ct_range(window: str | Sequence[float] | None) -> tuple[float, float]:
+    if window is None:
+        raise ValueError("intensity 'ct_window' needs ct_window: soft_tissue, lung, brain, bone or [low, high]")
+    return ct_window_range(window)
 
 
 def _note_absent(case_rows: list[dict], structures: Mapping[str, Sequence[int]]) -> None:
@@ -248,6 +275,7 @@ def curate_slice_lists(
     on_leakage: Literal["raise", "warn"] = "raise",
     dataset: str | None = None,
     progress: bool = True,
+    subject_pattern: str | None = None,
 ) -> CurationResult:
     """Curate 2D PNG slices listed in finetune-SAM CSV files into manifest + splits.
 
@@ -257,6 +285,8 @@ def curate_slice_lists(
     slices share patient77 between train and val: that leakage raises
     :class:`~samlab.data.splits.LeakageError` unless ``on_leakage="warn"``, in
     which case it is reported in ``CurationResult.leaks`` and the files are written.
+    ``subject_pattern`` (a regex, default :func:`~samlab.data.readers.read_slice_list`'s
+    ``patient\\d+``) finds the patient in each image path.
     """
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
     if lists is None:
@@ -267,7 +297,8 @@ def curate_slice_lists(
     unknown = set(lists) - set(SPLIT_NAMES)
     if unknown:
         raise ValueError(f"unknown split name(s) {sorted(unknown)} in lists; expected {SPLIT_NAMES}")
-    listed = {s: read_slice_list(Path(p), dataset_dir) for s, p in lists.items()}
+    pattern = {} if subject_pattern is None else {"subject_pattern": subject_pattern}
+    listed = {s: read_slice_list(Path(p), dataset_dir, **pattern) for s, p in lists.items()}
     refs = [(s, r) for s, rs in listed.items() for r in rs]
     subjects = {r.case_id: r.subject for _, r in refs}
     if resplit is not None:

@@ -23,6 +23,9 @@ structures (a structure may join several labels) with at least one voxel in the
 case or slice, ``";"``-joined in the structures' order, ``""`` when none is. A
 structure missing from it is *absent* there and is not scored (see
 :mod:`samlab.metrics`); :func:`parse_structures` reads the list back.
+It also adds :data:`ORIENTATION_COLUMN` and :data:`INTENSITY_COLUMN`: the
+orientation the volume was sliced in (``slice`` indexes that orientation) and
+the intensity profile of the model inputs.
 """
 from __future__ import annotations
 
@@ -40,6 +43,8 @@ from samlab.io import atomic_path
 __all__ = [
     "BASE_COLUMNS",
     "PRESENT_COLUMN",
+    "ORIENTATION_COLUMN",
+    "INTENSITY_COLUMN",
     "count_column",
     "label_counts",
     "present_structures",
@@ -72,6 +77,12 @@ _COUNT_PREFIX = "n_"
 
 #: Manifest column listing the evaluation structures present in a case or slice.
 PRESENT_COLUMN = "present_structures"
+
+#: Manifest columns recording how curation oriented the volume before slicing (``as_stored``, ``RAS``, ``LPS``)
+#: and which intensity profile clips it (``percentile_nonzero``, ..., ``ct_window:<low>,<high>``): slice indices
+#: and model inputs depend on both, so every row says which were used.
+ORIENTATION_COLUMN = "orientation"
+INTENSITY_COLUMN = "intensity"
 
 
 def count_column(label_name: str) -> str:
@@ -245,7 +256,8 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
         df = pd.read_parquet(path)
     else:
         df = pd.read_csv(path, dtype={"subject": str, "case_id": str, "split": str, "shape": str, "spacing": str,
-                                      "image_sha256": str, "label_sha256": str, PRESENT_COLUMN: str},
+                                      "image_sha256": str, "label_sha256": str, PRESENT_COLUMN: str,
+                                      ORIENTATION_COLUMN: str, INTENSITY_COLUMN: str},
                          keep_default_na=False)
     missing = [c for c in BASE_COLUMNS if c not in df.columns]
     if missing:

@@ -48,6 +48,13 @@ __all__ = [
     "PROFILES",
     "get_profile",
     "clip_percentiles",
+    "CT_WINDOWS",
+    "INTENSITY_PROFILES",
+    "otsu_foreground",
+    "body_mask",
+    "ct_window_range",
+    "intensity_clip_range",
+    "apply_intensity_profile",
     "minmax",
     "normalize_intensity",
     "remove_small_objects",
@@ -143,6 +150,94 @@ def clip_percentiles(
         return arr.copy()
     lo, hi = np.percentile(sample, [lower, upper])
     return np.clip(arr, lo, hi)
+
+
+#: MedSAM's CT window presets (width, level) in HU: the windows its CT preprocessing uses per structure.
+CT_WINDOWS: dict[str, tuple[float, float]] = {
+    "soft_tissue": (400.0, 40.0),
+    "lung": (1500.0, -160.0),
+    "brain": (80.0, 40.0),
+    "bone": (1800.0, 400.0),
+}
+
+#: Volume intensity profiles applied before slicing (``CurationParams.intensity``).
+INTENSITY_PROFILES: tuple[str, ...] = ("percentile_nonzero", "percentile_foreground", "zscored", "ct_window")
+
+
+def otsu_foreground(image: np.ndarray) -> np.ndarray:
+    """Voxels above the Otsu threshold: the body/organ, without the dark air or zero fill around it."""
+    from skimage.filters import threshold_otsu
+
+    arr = np.asarray(image, dtype=np.float32)
+    if float(arr.max()) <= float(arr.min()):
+        return np.ones(arr.shape, dtype=bool)
+    return arr > threshold_otsu(arr)
+
+
+def body_mask(image: np.ndarray) -> np.ndarray:
+    """Voxels that differ from the background constant (the most frequent value of the volume).
+
+    Why the mode, not zero: a z-scored image's background is a constant negative
+    value (81-86 % of voxels in a glioma set), which "non-zero" counts as tissue.
+    """
+    arr = np.asarray(image, dtype=np.float32)
+    values, counts = np.unique(arr, return_counts=True)
+    return arr != values[int(np.argmax(counts))]
+
+
+def ct_window_range(window: str | Sequence[float]) -> tuple[float, float]:
+    """``[low, high]`` in HU of a named MedSAM CT preset (``soft_tissue``, ``lung``, ``brain``, ``bone``)
+    or of an explicit ``[low, high]`` pair."""
+    if isinstance(window, str):
+        if window not in CT_WINDOWS:
+            raise ValueError(f"unknown CT window {window!r}; presets: {', '.join(CT_WINDOWS)} or an explicit [low, high]")
+        width, level = CT_WINDOWS[window]
+        return level - width / 2, level + width / 2
+    low, high = (float(v) for v in window)
+    if not low < high:
+        raise ValueError(f"CT window [low, high] needs low < high, got {list(window)}")
+    return low, high
+
+
+def intensity_clip_range(
+    image: np.ndarray, profile: str = "percentile_nonzero", *, window: str | Sequence[float] | None = None,
+    percentiles: tuple[float, float] = (0.5, 99.5),
+) -> tuple[float, float]:
+    """The ``(low, high)`` a volume is clipped to under an intensity profile.
+
+    * ``percentile_nonzero`` -- percentiles of the voxels != 0 (MedSAM's MR rule; today's default);
+    * ``percentile_foreground`` -- percentiles inside an Otsu foreground mask;
+    * ``zscored`` -- already-normalised input: percentiles inside the body mask
+      (voxels != the background constant), so the background does not pull the upper clip down;
+    * ``ct_window`` -- a fixed HU window (:data:`CT_WINDOWS` name or ``[low, high]``), as MedSAM's CT preprocessing.
+    """
+    arr = np.asarray(image, dtype=np.float32)
+    if not np.isfinite(arr).all():
+        raise ValueError("image holds NaN/inf intensities; validate the volume before normalising")
+    if profile == "ct_window":
+        if window is None:
+            raise ValueError("intensity 'ct_window' needs a window: a preset name or [low, high]")
+        return ct_window_range(window)
+    if profile == "percentile_nonzero":
+        sample = arr[arr != 0]
+    elif profile == "percentile_foreground":
+        sample = arr[otsu_foreground(arr)]
+    elif profile == "zscored":
+        sample = arr[body_mask(arr)]
+    else:
+        raise ValueError(f"unknown intensity profile {profile!r}; expected one of {INTENSITY_PROFILES}")
+    if sample.size == 0:
+        return float(arr.min()), float(arr.max())
+    lo, hi = np.percentile(sample, list(percentiles))
+    return float(lo), float(hi)
+
+
+def apply_intensity_profile(
+    image: np.ndarray, profile: str = "percentile_nonzero", *, window: str | Sequence[float] | None = None,
+) -> np.ndarray:
+    """Clip a whole volume under an intensity profile (float32); the model's own min-max follows per slice."""
+    lo, hi = intensity_clip_range(image, profile, window=window)
+    return np.clip(np.asarray(image, dtype=np.float32), lo, hi)
 
 
 def minmax(image: np.ndarray, out_max: float = 1.0) -> np.ndarray:

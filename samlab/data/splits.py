@@ -13,8 +13,10 @@ on file-system order.
 """
 from __future__ import annotations
 
+import csv
 import math
 import os
+import re
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence, TypeVar
@@ -37,6 +39,9 @@ __all__ = [
     "write_splits_json",
     "read_splits_json",
     "validate_splits",
+    "subject_from_pattern",
+    "read_subject_csv",
+    "subject_rule",
 ]
 
 T = TypeVar("T")
@@ -319,3 +324,58 @@ def read_splits_json(path: str | os.PathLike) -> dict[str, list[str]]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: splits file not found (run notebook 01 / curate first)")
     return validate_splits(read_json(path, "splits file"), source=str(path))
+
+
+# --------------------------------------------------------------------------- subjects
+
+
+def subject_from_pattern(pattern: str) -> Callable[[str], str]:
+    """A case id -> patient function from a regex with one group (``r"(pat\\d+)_scan\\d+"``).
+
+    Why: several scans of one patient (follow-ups, sequences saved as cases) must land
+    in one split; the case id usually carries the patient. A case id the pattern does
+    not match is an error naming the case and the pattern, never a silent own patient.
+    """
+    rx = re.compile(pattern)
+    if rx.groups != 1:
+        raise ValueError(f"subject_pattern must have exactly one group (the patient), {pattern!r} has {rx.groups}")
+
+    def subject(case_id: str) -> str:
+        m = rx.search(case_id)
+        if m is None or not m.group(1):
+            raise ValueError(f"case {case_id!r} does not match subject_pattern {pattern!r}")
+        return m.group(1)
+
+    return subject
+
+
+def read_subject_csv(path: str | os.PathLike) -> dict[str, str]:
+    """``case_id -> subject`` from a CSV with those two header columns; errors name the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: subject CSV not found")
+    out: dict[str, str] = {}
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        if not reader.fieldnames or not {"case_id", "subject"} <= set(reader.fieldnames):
+            raise ValueError(f"{path}: subject CSV needs the header columns case_id, subject (got {reader.fieldnames})")
+        for line_no, row in enumerate(reader, start=2):
+            case, subj = (row.get("case_id") or "").strip(), (row.get("subject") or "").strip()
+            if not case or not subj:
+                raise ValueError(f"{path}, line {line_no}: empty case_id or subject")
+            if case in out and out[case] != subj:
+                raise ValueError(f"{path}, line {line_no}: case {case!r} given two subjects ({out[case]!r}, {subj!r})")
+            out[case] = subj
+    return out
+
+
+def subject_rule(subject_pattern: str | None = None, subject_csv: str | os.PathLike | None = None
+                 ) -> Callable[[str], str] | dict[str, str] | None:
+    """The ``subject_of`` argument of curation from notebook 01's parameters (None: each case its own patient)."""
+    if subject_pattern is not None and subject_csv is not None:
+        raise ValueError("give subject_pattern or subject_csv, not both")
+    if subject_pattern is not None:
+        return subject_from_pattern(subject_pattern)
+    if subject_csv is not None:
+        return read_subject_csv(subject_csv)
+    return None
