@@ -407,13 +407,19 @@ def resolve_split(split: str, prompt_sources: Sequence[str], nnunet_available: b
     """The split notebook 02 evaluates and why.
 
     ``auto``: zero-shot needs no held-out cases, so every case is scored (``all``),
-    unless nnU-Net prompts are compared -- nnU-Net predicts only its held-out
-    (``test``) cases, so then the test split is. An explicit split is kept as given.
+    unless nnU-Net prompts are asked for -- nnU-Net predicts only its held-out
+    (``test``) cases, and oracle and nnU-Net prompts are compared pair by pair on the
+    same cases, so then every source is scored on the test split, whether or not
+    notebook 03's predictions exist yet (``nnunet_available`` only changes the reason
+    given). An explicit split is kept as given.
     """
     if split != "auto":
         return split, f"split {split!r} set in the parameters"
-    if "nnunet" in prompt_sources and nnunet_available:
-        return "test", "nnU-Net prompts are compared and nnU-Net predicts the held-out test cases only"
+    if "nnunet" in prompt_sources:
+        reason = "nnU-Net prompts are compared and nnU-Net predicts the held-out test cases only"
+        if not nnunet_available:
+            reason += " (its predictions are not there yet: run notebook 03 first)"
+        return "test", reason
     return "all", "zero-shot needs no held-out cases, so every case is evaluated"
 
 

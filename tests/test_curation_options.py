@@ -183,7 +183,7 @@ def test_subject_csv_and_errors(tmp_path):
 
 def test_zero_shot_split_rule_and_note():
     assert resolve_split("auto", ["oracle"], nnunet_available=False)[0] == "all"
-    assert resolve_split("auto", ["oracle", "nnunet"], nnunet_available=False)[0] == "all"
+    assert resolve_split("auto", ["oracle", "nnunet"], nnunet_available=False)[0] == "test"
     assert resolve_split("auto", ["oracle", "nnunet"], nnunet_available=True)[0] == "test"
     assert resolve_split("val", ["oracle"], nnunet_available=False)[0] == "val"
     note = scored_cases_note(1, 4, "test", "held out for nnU-Net")
