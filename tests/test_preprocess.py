@@ -132,7 +132,7 @@ def test_medsam_256_resizes_with_opencv_area_as_litemedsams_script(prostate_slic
     cv2 = pytest.importorskip("cv2")
     prof = get_profile("medsam", input_size=256)
     assert prof.interpolation == "cv2_area" and get_profile("medsam").interpolation == "skimage"
-    image = load_slice(read_slice_list(prostate_slices_dir / "val_5shot.csv")[2]).image
+    image = load_slice(read_slice_list(prostate_slices_dir / "val_5shot.csv")[2], mask_rule="nonzero").image
     norm = normalize_intensity(image, prof)[:, 40:]  # non-square: 384 x 344 -> 256 x 229 + padding
     out = prepare_slice(norm, None, prof, normalized=True)
     expected = cv2.resize(norm, (229, 256), interpolation=cv2.INTER_AREA)
