@@ -117,7 +117,8 @@ class _SliceEmbeddings:
 
 
 def _as_box(box: Sequence[float] | np.ndarray, volume_shape: tuple[int, ...],
-            start_slice: int | None, z_range: tuple[int, int] | None) -> tuple[np.ndarray, int, tuple[int, int], tuple | None]:
+            start_slice: int | None,
+            z_range: tuple[int, int] | None) -> tuple[np.ndarray, int, tuple[int, int], tuple | None]:
     """(2D start box, start slice, inclusive z-range, 3D box or None) from a 3D box or a 2D box + slice."""
     box = np.asarray(box, dtype=np.float64).reshape(-1)
     depth = volume_shape[0]
@@ -266,7 +267,8 @@ def _keyframe_prediction(predictor: Predictor, volume: np.ndarray, gt: np.ndarra
     return out, prompts
 
 
-def _every_slice(predictor: Predictor, volume: np.ndarray, gt: np.ndarray, per_component: bool) -> tuple[np.ndarray, int]:
+def _every_slice(predictor: Predictor, volume: np.ndarray, gt: np.ndarray,
+                 per_component: bool) -> tuple[np.ndarray, int]:
     """Today's oracle: every slice with the structure gets its own box(es), no propagation."""
     out = np.zeros(volume.shape, dtype=bool)
     prompts = 0
