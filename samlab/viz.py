@@ -235,8 +235,8 @@ def plot_paired_structures(data: pd.DataFrame, conditions: Sequence[str], metric
                       palette=palette, ax=ax, dodge=True, size=3 if boxes else 5, linewidth=0.5, edgecolor="0.2",
                       legend=False)
         if not boxes:
-            ax.text(0.99, 0.02, f"points only: n < {min_n} per box", transform=ax.transAxes, ha="right",
-                    va="bottom", fontsize=MIN_FONT, color="0.3")
+            # above the panel, not inside it: inside, the note overlapped the points of the last structure
+            ax.set_title(f"points only: n < {min_n} per box", loc="right", fontsize=MIN_FONT, color="0.3")
         ax.set_xlabel("")
         ax.set_ylabel(_metric_label(metric))
         ax.tick_params(axis="x", rotation=30)

@@ -163,3 +163,26 @@ def test_samlab_figures_cli_prints_and_writes_no_star_below_min_n(tmp_path, caps
     comparisons = pd.read_csv(tmp_path / "figs" / "tiny" / "comparisons.csv", keep_default_na=False)
     assert len(comparisons) and (comparisons["stars"] == "").all()
     assert set(comparisons["test"]) == {"not tested (n < 5)"}
+
+
+def _error_bar_lengths(fig: matplotlib.figure.Figure) -> list[float]:
+    """Vertical extent of every error-bar segment drawn on the figure's axes."""
+    lengths = []
+    for ax in fig.axes:
+        for collection in ax.collections:
+            if isinstance(collection, matplotlib.collections.LineCollection):
+                lengths += [abs(float(seg[1][1] - seg[0][1])) for seg in collection.get_segments()]
+    return lengths
+
+
+@pytest.mark.parametrize("n_subjects, drawn", [(3, False), (6, True)])
+def test_grid_bars_draw_a_bootstrap_interval_only_from_min_n_subjects(tmp_path, n_subjects, drawn):
+    report = _report(tmp_path, _grid_rows(n_subjects, "oracle_box"), min_n=5)
+    try:
+        fig = report.figures["finetune_fig4_grid"]
+        lengths = _error_bar_lengths(fig)
+        assert lengths, "the bars were drawn without error-bar collections"
+        assert any(length > 0 for length in lengths) is drawn
+        assert ("no 95 % CI drawn where n < 5" in " ".join(_texts(fig))) is not drawn
+    finally:
+        plt.close("all")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
 from .comparisons import Comparison
@@ -133,7 +134,10 @@ def figure_sam_vs_nnunet(frame: pd.DataFrame, min_n: int = DEFAULT_MIN_N):
                                         f"{data_description(shown)}; no test drawn (paired tests: comparisons.csv)")
 
 
-def figure_grid(summary: pd.DataFrame, source: str, title: str, metric: str = "dice", ci_label: str = "95 % CI"):
+def figure_grid(summary: pd.DataFrame, source: str, title: str, metric: str = "dice", ci_label: str = "95 % CI",
+                min_n: int = DEFAULT_MIN_N):
+    """Grouped bars of the grid's mean metric; a bar summarising fewer than ``min_n`` subjects gets no
+    error bar (a bootstrap interval from 2-4 values pretends to a precision it does not have)."""
     from ..viz import plot_grid_summary_bars
 
     if summary.empty:
@@ -157,6 +161,11 @@ def figure_grid(summary: pd.DataFrame, source: str, title: str, metric: str = "d
     title = f"{title}, {LEVEL_NAMES[level]}\n{_summary_text(rows)}"
     if not reference and ((summary["method"] == "nnunet") & (summary["level"] != level)).any():
         title += f"\n(nnU-Net has no {level.upper()} rows: no reference line)"
+    small = rows["n"] < min_n
+    if small.any():
+        rows = rows.copy()
+        rows.loc[small, ["ci_low", "ci_high"]] = np.nan
+        title += f"\n(no {ci_label} drawn where n < {min_n})"
     order = [b for b in _BACKBONE_ORDER if b in set(rows["backbone"])] + \
         [b for b in pd.unique(rows["backbone"]) if b not in _BACKBONE_ORDER]
     return plot_grid_summary_bars(rows, metric=metric, reference=reference, backbone_order=order,
@@ -282,10 +291,11 @@ def report_figures(frame: pd.DataFrame, comparisons: pd.DataFrame, summary: pd.D
     for name, (family, title, pick) in paired.items():
         figures[name] = paired_figure(frame, comparisons, plan, family, title, pick, min_n)
     figures.update({
-        "finetune_fig4_grid": figure_grid(summary, "finetune", "Fine-tuning grid (18-config Fig. 4)", rank_metric, ci),
+        "finetune_fig4_grid": figure_grid(summary, "finetune", "Fine-tuning grid (18-config Fig. 4)", rank_metric, ci,
+                                          min_n),
         "finetune_fig4_best_vs_nnunet": None,
         "finetune_fig9_fewshot_grid": figure_grid(summary, "fewshot", "Few-shot, smallest k (18-config Fig. 9)",
-                                                  rank_metric, ci),
+                                                  rank_metric, ci, min_n),
         "finetune_fig12_fewshot_curve": figure_fewshot(summary, rank_metric, ci),
         "finetune_fig10_interactive": figure_interactive(summary, rank_metric, ci),
     })
