@@ -148,6 +148,8 @@ class NnUNetParams(_Params):
     configuration: Literal["2d", "3d_fullres", "3d_lowres"] | None = None
     num_epochs: int | None = Field(None, ge=1)
     num_iterations_per_epoch: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=1, description="override nnU-Net's planned batch size")
+    torch_threads: int | None = Field(None, ge=1, description="torch threads of nnU-Net's training process")
     dataset_id: int = Field(501, ge=1, le=999)
     device: Device = "auto"
 
