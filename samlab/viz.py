@@ -6,6 +6,7 @@ so a structure has the same colour in every figure of every notebook.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -176,8 +177,6 @@ def plot_structure_bars(frame: pd.DataFrame, metric: str = "dice", hue: str = "p
 
 
 # --------------------------------------------------------------------------- study figures (notebook 07)
-import warnings  # noqa: E402
-
 # Added for samlab.report: every function below draws from *precomputed* tables (means, CIs,
 # comparison rows), so a figure always shows exactly the numbers of the table written beside it.
 

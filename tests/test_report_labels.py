@@ -186,3 +186,36 @@ def test_grid_bars_draw_a_bootstrap_interval_only_from_min_n_subjects(tmp_path, 
         assert ("no 95 % CI drawn where n < 5" in " ".join(_texts(fig))) is not drawn
     finally:
         plt.close("all")
+
+
+def test_hide_small_intervals_blanks_only_means_of_fewer_than_min_n_values():
+    from samlab.report.figures import hide_small_intervals
+
+    rows = pd.DataFrame({"n": [2, 4, 5, 9], "mean": [.5, .6, .7, .8], "ci_low": [.1, .2, .6, .7],
+                         "ci_high": [.9, .95, .8, .9]})
+    shown, note = hide_small_intervals(rows, 5, "95 % CI")
+    assert shown["ci_low"].isna().tolist() == [True, True, False, False]
+    assert shown["ci_high"].isna().tolist() == [True, True, False, False]
+    assert shown["mean"].tolist() == rows["mean"].tolist() and note == "\n(no 95 % CI drawn where n < 5)"
+    assert rows["ci_low"].notna().all()  # the caller's table is not changed
+    unchanged, none = hide_small_intervals(rows[rows["n"] >= 5], 5, "95 % CI")
+    assert none == "" and unchanged["ci_low"].notna().all()
+
+
+@pytest.mark.parametrize("n_subjects, drawn", [(3, False), (6, True)])
+def test_fewshot_curve_draws_a_bootstrap_interval_only_from_min_n_subjects(tmp_path, n_subjects, drawn):
+    rows = []
+    for shots in (1, 5):
+        rows += [{**r, "shots": shots} for r in _grid_rows(n_subjects, "oracle_box", seed=shots)
+                 if r["method"] == "finetune"]
+    write_results(to_frame(rows), tmp_path / "results" / "fewshot.parquet")
+    report = build_report(tmp_path, StatisticsParams(n_resamples=200, parameter_table=False, metrics=["dice"], min_n=5),
+                          verbose=False)
+    try:
+        fig = report.figures["finetune_fig12_fewshot_curve"]
+        assert fig is not None
+        lengths = _error_bar_lengths(fig)
+        assert any(length > 0 for length in lengths) is drawn
+        assert ("no 95 % CI drawn where n < 5" in " ".join(_texts(fig))) is not drawn
+    finally:
+        plt.close("all")

@@ -134,6 +134,21 @@ def figure_sam_vs_nnunet(frame: pd.DataFrame, min_n: int = DEFAULT_MIN_N):
                                         f"{data_description(shown)}; no test drawn (paired tests: comparisons.csv)")
 
 
+def hide_small_intervals(rows: pd.DataFrame, min_n: int, ci_label: str) -> tuple[pd.DataFrame, str]:
+    """Blank the bootstrap interval of every mean summarising fewer than ``min_n`` values.
+
+    Why: a percentile bootstrap over 2-4 values pretends to a precision it does not have, so
+    the mean-with-CI charts (grid, few-shot, interactive) draw the mean alone there and say so
+    in the title line this returns ('' when every row has enough values).
+    """
+    small = rows["n"] < min_n
+    if not small.any():
+        return rows, ""
+    rows = rows.copy()
+    rows.loc[small, ["ci_low", "ci_high"]] = np.nan
+    return rows, f"\n(no {ci_label} drawn where n < {min_n})"
+
+
 def figure_grid(summary: pd.DataFrame, source: str, title: str, metric: str = "dice", ci_label: str = "95 % CI",
                 min_n: int = DEFAULT_MIN_N):
     """Grouped bars of the grid's mean metric; a bar summarising fewer than ``min_n`` subjects gets no
@@ -161,18 +176,16 @@ def figure_grid(summary: pd.DataFrame, source: str, title: str, metric: str = "d
     title = f"{title}, {LEVEL_NAMES[level]}\n{_summary_text(rows)}"
     if not reference and ((summary["method"] == "nnunet") & (summary["level"] != level)).any():
         title += f"\n(nnU-Net has no {level.upper()} rows: no reference line)"
-    small = rows["n"] < min_n
-    if small.any():
-        rows = rows.copy()
-        rows.loc[small, ["ci_low", "ci_high"]] = np.nan
-        title += f"\n(no {ci_label} drawn where n < {min_n})"
+    rows, note = hide_small_intervals(rows, min_n, ci_label)
+    title += note
     order = [b for b in _BACKBONE_ORDER if b in set(rows["backbone"])] + \
         [b for b in pd.unique(rows["backbone"]) if b not in _BACKBONE_ORDER]
     return plot_grid_summary_bars(rows, metric=metric, reference=reference, backbone_order=order,
                                   backbone_names=_BACKBONE_NAMES, title=title, ci_label=ci_label)
 
 
-def figure_fewshot(summary: pd.DataFrame, metric: str = "dice", ci_label: str = "95 % CI"):
+def figure_fewshot(summary: pd.DataFrame, metric: str = "dice", ci_label: str = "95 % CI",
+                   min_n: int = DEFAULT_MIN_N):
     """Mean metric vs k per few-shot configuration; the same configuration on the full training set
     (notebook 04) and nnU-Net at each k / on the full set (dashed), where the results hold them."""
     from ..viz import plot_shots_curve
@@ -193,12 +206,17 @@ def figure_fewshot(summary: pd.DataFrame, metric: str = "dice", ci_label: str = 
     full = full[(full["shots"] < 0) & (full["level"] == level)]
     sam = pd.concat([sam, full[(full["method"] != "nnunet") & full["label"].isin(set(sam["label"]))]], ignore_index=True)
     ref = pd.concat([ref, full[(full["method"] == "nnunet") & full["label"].isin(set(ref["label"]))]], ignore_index=True)
+    sam, note = hide_small_intervals(sam, min_n, ci_label)
+    if len(ref):
+        ref, ref_note = hide_small_intervals(ref, min_n, ci_label)
+        note = note or ref_note
     return plot_shots_curve(sam, metric=metric, reference=ref if len(ref) else None,
                             title=f"Few-shot fine-tuning (18-config Figs 9 and 12), {LEVEL_NAMES[level]}\n"
-                                  f"{_summary_text(sam)}", ci_label=ci_label)
+                                  f"{_summary_text(sam)}{note}", ci_label=ci_label)
 
 
-def figure_interactive(summary: pd.DataFrame, metric: str = "dice", ci_label: str = "95 % CI"):
+def figure_interactive(summary: pd.DataFrame, metric: str = "dice", ci_label: str = "95 % CI",
+                       min_n: int = DEFAULT_MIN_N):
     from ..viz import plot_condition_bars
 
     if summary.empty:
@@ -209,9 +227,10 @@ def figure_interactive(summary: pd.DataFrame, metric: str = "dice", ci_label: st
         return None
     it = it.assign(config=[condition_label({**r, "prompt": ""}) for r in it.to_dict("records")],
                    prompt_shown=[prompt_name(p) for p in it["prompt"]])
+    it, note = hide_small_intervals(it, min_n, ci_label)
     return plot_condition_bars(it, metric=metric, x="config", hue="prompt_shown",
                                title=f"Interactive prompting (18-config Fig. 10), {LEVEL_NAMES[level]}\n"
-                                     f"{_summary_text(it)}", ci_label=ci_label)
+                                     f"{_summary_text(it)}{note}", ci_label=ci_label)
 
 
 def _slug(text: str) -> str:
@@ -296,8 +315,8 @@ def report_figures(frame: pd.DataFrame, comparisons: pd.DataFrame, summary: pd.D
         "finetune_fig4_best_vs_nnunet": None,
         "finetune_fig9_fewshot_grid": figure_grid(summary, "fewshot", "Few-shot, smallest k (18-config Fig. 9)",
                                                   rank_metric, ci, min_n),
-        "finetune_fig12_fewshot_curve": figure_fewshot(summary, rank_metric, ci),
-        "finetune_fig10_interactive": figure_interactive(summary, rank_metric, ci),
+        "finetune_fig12_fewshot_curve": figure_fewshot(summary, rank_metric, ci, min_n),
+        "finetune_fig10_interactive": figure_interactive(summary, rank_metric, ci, min_n),
     })
     if len(comparisons):
         best = comparisons[comparisons["family"].str.startswith("fine-tuning: best configuration")
