@@ -150,6 +150,8 @@ class NnUNetParams(_Params):
     num_iterations_per_epoch: int | None = Field(None, ge=1)
     batch_size: int | None = Field(None, ge=1, description="override nnU-Net's planned batch size")
     torch_threads: int | None = Field(None, ge=1, description="torch threads of nnU-Net's training process")
+    oversample_foreground_percent: float | None = Field(
+        None, ge=0.0, le=1.0, description="share of each batch forced to hold a foreground class (None: 0.33)")
     dataset_id: int = Field(501, ge=1, le=999)
     device: Device = "auto"
 

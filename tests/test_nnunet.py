@@ -142,6 +142,14 @@ def test_profiles():
     quick = N.get_profile("quick")
     assert quick.device == "cpu" and quick.num_epochs * quick.num_iterations_per_epoch <= 300
     assert quick.schedule()["save_every"] == 1
+    # every schedule key is one the trainer accepts (an unknown key is refused there), with nnU-Net's default
+    from samlab.baselines._nnunet_worker import SCHEDULE_DEFAULTS
+
+    assert set(quick.schedule()) == set(SCHEDULE_DEFAULTS)
+    assert quick.schedule()["oversample_foreground_percent"] == SCHEDULE_DEFAULTS["oversample_foreground_percent"] == 0.33
+    assert N.get_profile("quick", oversample_foreground_percent=1.0).schedule()["oversample_foreground_percent"] == 1.0
+    with pytest.raises(ValueError, match="oversample_foreground_percent"):
+        N.get_profile("quick", oversample_foreground_percent=1.5)
     assert N.get_profile("quick", num_epochs=2).num_epochs == 2
     assert N.get_profile({"name": "x", "configuration": "2d"}).num_epochs == 1000
     with pytest.raises(ValueError, match="unknown nnU-Net profile"):

@@ -45,6 +45,7 @@ SCHEDULE_DEFAULTS: dict[str, Any] = {
     "num_iterations_per_epoch": 250,
     "num_val_iterations_per_epoch": 50,
     "initial_lr": 1e-2,
+    "oversample_foreground_percent": 0.33,
     "save_every": 50,
 }
 
