@@ -14,8 +14,9 @@ __all__ = ["TEXT_PROGRESS_EXEC_LINE", "use_text_progress", "text_mode_active"]
 #: The line ``samlab run`` asks each papermill kernel to execute at start-up.
 TEXT_PROGRESS_EXEC_LINE = "import samlab.progress as _samlab_progress; _samlab_progress.use_text_progress()"
 
-#: Seconds between redraws of a text bar: every redraw is stored in the executed notebook.
-TEXT_MININTERVAL = 2.0
+#: Seconds between redraws of a text bar: every redraw is stored in the executed notebook
+#: (10 s keeps a 10-minute training loop to ~60 stored lines instead of one per step).
+TEXT_MININTERVAL = 10.0
 
 
 def use_text_progress(mininterval: float = TEXT_MININTERVAL) -> None:
@@ -35,6 +36,11 @@ def use_text_progress(mininterval: float = TEXT_MININTERVAL) -> None:
         def __init__(self, *args, **kwargs):
             kwargs.setdefault("mininterval", mininterval)
             super().__init__(*args, **kwargs)
+
+        def set_postfix(self, ordered_dict=None, refresh=False, **kwargs):
+            """Postfix (e.g. the running loss) shown at the next timed redraw, not as a redraw of its own:
+            tqdm's default ``refresh=True`` would store one line per training step."""
+            super().set_postfix(ordered_dict, refresh=refresh, **kwargs)
 
     def trange(*args, **kwargs):
         return TextTqdm(range(*args), **kwargs)

@@ -20,9 +20,18 @@ def test_use_text_progress_swaps_tqdm_auto_in_process():
         assert text_mode_active()
         from tqdm.auto import tqdm as bar
 
-        with bar(range(3), file=open(os.devnull, "w")) as shown:
-            assert shown.mininterval == 2.0
-            shown.fp.close()
+        import io
+
+        stream = io.StringIO()
+        with bar(total=100, file=stream) as shown:
+            assert shown.mininterval == 10.0
+            drawn = stream.getvalue().count("\r")
+            for step in range(50):  # a training loop setting its loss every step
+                shown.set_postfix(loss=step)
+                shown.update()
+            # no redraw per postfix: within the 10 s interval at most the 50-step update may have redrawn
+            assert stream.getvalue().count("\r") - drawn <= 1
+        assert "loss=49" in stream.getvalue()  # the final state carries the last postfix
     finally:
         tqdm.auto.tqdm, tqdm.auto.trange = before
 
