@@ -29,9 +29,11 @@ RESULT_FILES: dict[str, str] = {
 
 #: What identifies one condition (a "method" in the broad sense) in the results; ``source`` is the file stem.
 #: ``mode`` is a function of method and prompt (:func:`samlab.results.derive_mode`): carried so that titles can
-#: say it, but never a reason for two conditions not to match (see :data:`MATCH_COLUMNS`).
+#: say it, but never a reason for two conditions not to match (see :data:`MATCH_COLUMNS`). ``orientation`` is a
+#: condition of its own: SAM-family models are not orientation-invariant, so rows sliced in different orientations
+#: (``as_stored`` / ``RAS`` / an in-plane transform of the sensitivity study) are never averaged together.
 CONDITION_COLUMNS: tuple[str, ...] = ("source", "method", "backbone", "scope", "peft", "recipe", "init", "prompt",
-                                      "mode", "shots")
+                                      "mode", "orientation", "shots")
 MATCH_COLUMNS: tuple[str, ...] = tuple(c for c in CONDITION_COLUMNS if c != "mode")
 
 #: Metrics where a smaller value is better (the rest: larger is better).
@@ -250,6 +252,9 @@ def condition_label(cond: Mapping[str, Any], with_shots: bool = True) -> str:
             label += f" ({prompt_name(prompt)})"
     if cond.get("recipe"):
         label += f" [{cond['recipe']}]"
+    orientation = str(cond.get("orientation", "as_stored"))
+    if orientation not in ("", "as_stored"):
+        label += f" [{orientation}]"
     shots = int(cond.get("shots", -1))
     if with_shots and shots > 0:
         label += f" k={shots}"
