@@ -26,6 +26,10 @@ RESULT_FILES: dict[str, str] = {
     "fewshot": "notebook 05 (few-shot)",
     "interactive": "notebook 06 (interactive prompting)",
 }
+#: Results files a notebook writes only when a section is switched on: read like the others, never noted as missing.
+OPTIONAL_RESULT_FILES: dict[str, str] = {
+    "orientation_sensitivity": "notebook 02's orientation-sensitivity section (orientation_sensitivity: true)",
+}
 
 #: What identifies one condition (a "method" in the broad sense) in the results; ``source`` is the file stem.
 #: ``mode`` is a function of method and prompt (:func:`samlab.results.derive_mode`): carried so that titles can
@@ -185,7 +189,7 @@ def load_results(results_dir: str | os.PathLike) -> StudyResults:
         if frame.empty:
             notes.append(f"{path.name} has no rows")
             continue
-        if stem not in RESULT_FILES:
+        if stem not in RESULT_FILES and stem not in OPTIONAL_RESULT_FILES:
             notes.append(f"{path.name} is not one of the study's results files; its rows are included as source={stem!r}")
         frames.append(frame.assign(source=stem))
     if frames:
