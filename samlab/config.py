@@ -132,6 +132,10 @@ class ZeroShotParams(_Params):
     use_cache: bool = True
     reference: str | None = Field(None, description="published results for this dataset to compare with (shown "
                                                     "in notebook 02); default: the pelvic paper for pelvic data, none else")
+    orientation_sensitivity: bool = Field(True, description="notebook 02's last section: Dice of the same slices "
+                                                            "under the 8 in-plane flips/rotations (one encoder pass "
+                                                            "per slice and transform)")
+    orientation_slices: int = Field(6, ge=1, description="slices of that section (x 8 encoder passes per model)")
 
     @field_validator("expansions_px")
     @classmethod

@@ -41,7 +41,8 @@ def k_shot_slices(train_pool: Sequence[SliceRecord], val_pool: Sequence[SliceRec
 def run_few_shot(grid: Sequence[GridConfig], params: Any, train_pool: Sequence[SliceRecord],
                  val_pool: Sequence[SliceRecord], test_cases: Sequence[Any], structures: Mapping[str, Sequence[int]],
                  recipe: Recipe, *, dataset: str, checkpoint_root: str | Path, device: str | torch.device = "cpu",
-                 cache: EmbeddingCache | None = None, verbose: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+                 cache: EmbeddingCache | None = None, verbose: bool = True,
+                 orientation: str = "as_stored") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every configuration x k x seed: draw k slices, fine-tune from the pretrained weights, test in 3D (notebook 05).
 
     Why each (configuration, k, seed) starts from the pretrained model: the learning curve
@@ -52,7 +53,8 @@ def run_few_shot(grid: Sequence[GridConfig], params: Any, train_pool: Sequence[S
     interrupted run resumes instead of starting over. ``params`` is a
     :class:`samlab.config.FewShotParams` (shots, seeds, k_val, checkpoints, caching, NSD
     tolerance). Returns the tidy test results (with ``shots`` and ``seed``) and the drawn
-    slices of every run (``config``, ``k``, ``seed``, ``train``, ``val``).
+    slices of every run (``config``, ``k``, ``seed``, ``train``, ``val``). ``orientation`` (the run's
+    curation setting) is written into every row.
     """
     frames, picks = [], []
     for cfg in grid:
@@ -72,7 +74,7 @@ def run_few_shot(grid: Sequence[GridConfig], params: Any, train_pool: Sequence[S
                                cache=cache, use_cache=None if params.use_cache else False, progress=False)
                 context = {"dataset": dataset, "method": "few_shot", "backbone": cfg.model, "scope": cfg.scope,
                            "peft": cfg.method, "init": loaded.init, "prompt": "box", "mode": "box",
-                           "recipe": recipe.label, "shots": k, "seed": s}
+                           "recipe": recipe.label, "shots": k, "seed": s, "orientation": orientation}
                 frame, _ = evaluate(loaded, test_cases, structures, "box", context=context, device=device,
                                     cache=cache, nsd_tolerance_mm=params.nsd_tolerance_mm)
                 frames.append(frame)

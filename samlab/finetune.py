@@ -125,7 +125,7 @@ def run_grid(grid: Sequence[GridConfig], built: Mapping[str, LoadedModel], param
              train_slices: Sequence[SliceRecord], val_slices: Sequence[SliceRecord], test_cases: Sequence[Any],
              structures: Mapping[str, Sequence[int]], *, dataset: str, checkpoint_root: str | Path,
              device: str | torch.device = "cpu", cache: EmbeddingCache | None = None,
-             verbose: bool = True) -> GridRun:
+             verbose: bool = True, orientation: str = "as_stored") -> GridRun:
     """Train every configuration of the grid in turn, then evaluate it on the test cases (notebook 04, step 3).
 
     Why one function: each configuration goes through the same three steps -- train (in this
@@ -136,7 +136,7 @@ def run_grid(grid: Sequence[GridConfig], built: Mapping[str, LoadedModel], param
     trained ones are in the result). Checkpoints go to ``checkpoint_root/<config>-<hash>``
     (:func:`checkpoint_dir` of :func:`grid_settings`), so a rerun with the same settings
     resumes or reloads instead of retraining. ``params`` is a
-    :class:`samlab.config.FinetuneParams`.
+    :class:`samlab.config.FinetuneParams`. ``orientation`` (the run's curation setting) is written into every row.
     """
     settings = grid_settings(params, train_slices, val_slices)
     runs: dict[str, TrainResult] = {}
@@ -150,7 +150,8 @@ def run_grid(grid: Sequence[GridConfig], built: Mapping[str, LoadedModel], param
         models[cfg.name], runs[cfg.name] = loaded, result
         context = {"dataset": dataset, "method": "finetune", "backbone": cfg.model, "scope": cfg.scope,
                    "peft": cfg.method, "init": loaded.init, "prompt": "box" if params.mode == "box" else "none",
-                   "mode": params.mode, "recipe": params.training_recipe().label, "seed": params.seed}
+                   "mode": params.mode, "recipe": params.training_recipe().label, "seed": params.seed,
+                   "orientation": orientation}
         frame, _ = evaluate(loaded, test_cases, structures, params.mode, context=context, device=device, cache=cache,
                             nsd_tolerance_mm=params.nsd_tolerance_mm)
         frames.append(frame)

@@ -15,6 +15,12 @@ instead of written by hand:
 * ``recipe`` -- the name of the training recipe (optimiser, epochs, schedule) a
   fine-tuned row comes from, ``""`` when none (zero-shot, or a producer that does not
   record it); two rows that differ in recipe are different conditions.
+* ``orientation`` -- the orientation the slices were fed in: the run's curation setting
+  (``as_stored``, ``RAS``, ``LPS``; :mod:`samlab.data.orientation`), with an in-plane
+  transform suffix for the orientation-sensitivity study (``as_stored+rot90``;
+  :mod:`samlab.orientation_sensitivity`). SAM-family models are not orientation-invariant,
+  so rows of different orientations are different conditions. Results files written before
+  the column existed are read as ``as_stored``: curation sliced every volume as stored then.
 """
 from __future__ import annotations
 
@@ -41,6 +47,7 @@ COLUMNS: tuple[str, ...] = (
     "init",
     "prompt",
     "mode",
+    "orientation",  # as_stored / RAS / LPS (+ an in-plane transform in the sensitivity study); old files: as_stored
     "shots",
     "seed",
     "metric",
@@ -58,6 +65,7 @@ _DEFAULTS: dict[str, Any] = {
     "recipe": "",
     "prompt": "",
     "mode": "",
+    "orientation": "as_stored",  # also what results files written before the column existed are read as
     "shots": -1,
     "seed": 0,
     "unit": "",

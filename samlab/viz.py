@@ -176,6 +176,50 @@ def plot_structure_bars(frame: pd.DataFrame, metric: str = "dice", hue: str = "p
     return fig
 
 
+#: The in-plane transforms in the order the orientation figure shows them (:mod:`samlab.data.orientation`).
+_INPLANE_ORDER = ("identity", "rot90", "rot180", "rot270", "flipud", "fliplr", "transpose", "antitranspose")
+
+
+def plot_orientation_spread(rows: pd.DataFrame, metric: str = "dice") -> plt.Figure:
+    """Per-slice Dice of the same slices under the eight in-plane transforms (notebook 02's last section).
+
+    ``rows`` are the tidy rows of :func:`samlab.orientation_sensitivity.run_orientation_sensitivity`:
+    the transform is read from the ``orientation`` column (``as_stored+rot90``; the identity has no
+    suffix), the model, dataset and number of slices from the rows themselves. One thin line per
+    slice and structure (coloured by structure), the mean per transform in black.
+    """
+    data = rows[rows["metric"] == metric].copy()
+    data["transform"] = [o.split("+", 1)[1] if "+" in o else "identity" for o in data["orientation"]]
+    order = [t for t in _INPLANE_ORDER if t in set(data["transform"])]
+    x = {t: i for i, t in enumerate(order)}
+    names = list(dict.fromkeys(data["structure"]))
+    colors = structure_colors(names)
+    fig, ax = plt.subplots(figsize=(8.5, 4.2))
+    for (subject, z, name), part in data.groupby(["subject", "slice", "structure"], sort=False):
+        part = part.sort_values("transform", key=lambda s: s.map(x))
+        ax.plot(part["transform"].map(x), part["value"], color=colors[name], alpha=0.55, lw=1, marker="o", ms=3)
+    means = data.groupby("transform")["value"].mean().reindex(order)
+    ax.plot(range(len(order)), means.to_numpy(), color="black", lw=2.2, marker="D", ms=6, label="mean")
+    ax.set_xticks(range(len(order)), order, rotation=30)
+    ax.set_ylabel("Dice (2D)" if metric == "dice" else metric)
+    ax.set_ylim(-0.02, 1.02)
+    n_slices = data[["subject", "slice"]].drop_duplicates().shape[0]
+    n_lines = data[["subject", "slice", "structure"]].drop_duplicates().shape[0]
+    models = ", ".join(map(str, pd.unique(data["backbone"])))
+    datasets = ", ".join(map(str, pd.unique(data["dataset"])))
+    base = ", ".join(sorted({o.split("+", 1)[0] for o in data["orientation"]}))
+    wide = data.pivot_table(index=["subject", "slice", "structure"], columns="transform", values="value")
+    spread = float((wide.max(axis=1) - wide.min(axis=1)).max()) if len(wide) else float("nan")
+    ax.set_title(f"{models}, oracle box: the same {n_slices} slice(s) of {datasets} ({base}) turned in plane\n"
+                 f"n = {n_lines} slice x structure; largest per-slice spread of {metric} {spread:.3f}",
+                 fontsize=MIN_FONT + 2)
+    handles = [matplotlib.lines.Line2D([], [], color=colors[n], lw=1, label=n) for n in names]
+    handles.append(matplotlib.lines.Line2D([], [], color="black", lw=2.2, marker="D", label="mean"))
+    ax.legend(handles=handles, fontsize=MIN_FONT, bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
 # --------------------------------------------------------------------------- study figures (notebook 07)
 # Added for samlab.report: every function below draws from *precomputed* tables (means, CIs,
 # comparison rows), so a figure always shows exactly the numbers of the table written beside it.

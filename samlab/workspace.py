@@ -162,12 +162,22 @@ class RunDir:
             cases.append(volume)
         return cases
 
+    def orientation(self) -> str:
+        """The orientation notebook 01 sliced the volumes in (``as_stored`` for runs curated before the setting)."""
+        return str(self.dataset_info().get("orientation", "as_stored"))
+
     def nnunet_predictions(self, case_ids: Sequence[str]) -> dict[str, np.ndarray]:
-        """nnU-Net's predicted label volumes for these cases (notebook 03), or ``{}`` if it has not run."""
+        """nnU-Net's predicted label volumes for these cases (notebook 03), or ``{}`` if it has not run.
+
+        nnU-Net trains and predicts on the files as stored, so its predictions are re-oriented
+        here as curation re-orients the cases (:meth:`load_cases`): with ``orientation: RAS`` a
+        prediction read as stored would put its boxes on the wrong voxels of the re-oriented slices.
+        """
         pointer = self.root / "nnunet" / "baseline.json"
         if not pointer.is_file():
             return {}
-        return read_prediction_volumes(read_json(pointer, "nnU-Net baseline record")["predictions_dir"], case_ids)
+        return read_prediction_volumes(read_json(pointer, "nnU-Net baseline record")["predictions_dir"], case_ids,
+                                       orientation=self.orientation())
 
     def structures(self) -> dict[str, tuple[int, ...]]:
         return {k: tuple(v) for k, v in self.dataset_info()["structures"].items()}
@@ -198,15 +208,22 @@ def default_structures(raw_dir: str | os.PathLike) -> dict[str, tuple[int, ...]]
     return {str(name): (int(value),) for name, value in pairs if int(value) != 0}
 
 
-def read_prediction_volumes(directory: str | os.PathLike, case_ids: Sequence[str], ending: str = ".nii.gz") -> dict[str, np.ndarray]:
-    """Label volumes ``<case_id><ending>`` found in ``directory`` (missing cases are simply absent)."""
+def read_prediction_volumes(directory: str | os.PathLike, case_ids: Sequence[str], ending: str = ".nii.gz",
+                            orientation: str = "as_stored") -> dict[str, np.ndarray]:
+    """Label volumes ``<case_id><ending>`` found in ``directory`` (missing cases are simply absent),
+    re-oriented from each file's own geometry to ``orientation`` (:mod:`samlab.data.orientation`)."""
     import SimpleITK as sitk
 
+    from .data.orientation import reorient_array
     from .data.readers import as_label_array
 
     found = {}
     for case_id in case_ids:
         path = Path(directory) / f"{case_id}{ending}"
         if path.is_file():
-            found[case_id] = as_label_array(sitk.GetArrayFromImage(sitk.ReadImage(str(path))), path)
+            image = sitk.ReadImage(str(path))
+            array = as_label_array(sitk.GetArrayFromImage(image), path)
+            spacing_zyx = tuple(reversed(image.GetSpacing()))
+            found[case_id] = reorient_array(array, spacing_zyx, image.GetOrigin(), image.GetDirection(),
+                                            orientation)[0]
     return found

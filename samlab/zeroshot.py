@@ -185,6 +185,7 @@ def run_zero_shot(
     keep_predictions: bool = True,
     seed: int = 0,
     progress: bool = True,
+    orientation: str = "as_stored",
 ) -> ZeroShotResult:
     """Run every prompt variant on every case and evaluate in 3D (Dice, HD95 mm, NSD).
 
@@ -193,7 +194,8 @@ def run_zero_shot(
     are skipped for that source's variants (and reported by the caller).
     Structures absent from a case's ground truth are skipped for that case (no
     prompt from any source, no rows) and listed in ``ZeroShotResult.absent``; the
-    absent pairs and the empty predictions per condition are printed.
+    absent pairs and the empty predictions per condition are printed. ``orientation`` is the
+    run's curation setting (``RunDir.orientation()``), written into every row.
     """
     prompt_sources = dict(prompt_sources or {})
     rows = []
@@ -224,6 +226,7 @@ def run_zero_shot(
                 "backbone": predictor.spec.name,
                 "init": predictor.model.init,
                 "prompt": label,
+                "orientation": orientation,
                 "seed": seed,
             }
             rows.extend(make_rows(context, values))

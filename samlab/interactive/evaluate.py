@@ -118,13 +118,15 @@ def evaluate_interactive(
     nsd_tolerance_mm: float = 2.0,
     dataset: str = "",
     progress: bool = True,
+    orientation: str = "as_stored",
 ) -> InteractiveResult:
     """Prompt every structure on the chosen slices with simulated boxes and points; score in 2D.
 
     Per slice, each model embeds the image once (cached) and decodes every prompt of every
     structure, draw and kind in batches, one decoder pass giving the single-mask output and the
     three multimask candidates together (:func:`decode_all_outputs`). Structures absent from a slice
-    get no prompt and no row (nobody clicks on what is not there).
+    get no prompt and no row (nobody clicks on what is not there). ``orientation`` (the run's curation
+    setting) is written into every row.
     """
     if not entries:
         raise ValueError("no models to evaluate (entries is empty)")
@@ -186,6 +188,7 @@ def evaluate_interactive(
                                             nsd_tolerance_mm=nsd_tolerance_mm)
                     context = {"dataset": dataset, "subject": case.case_id, "slice": int(z), "structure": name,
                                "method": METHOD, "prompt": prompt_label(kind, rule), "seed": draw_seed,
+                               "orientation": orientation,
                                **entry.context}
                     rows.extend(make_rows(context, values))
     calls = sum(e.predictor.encoder_calls - calls_before[id(e)] for e in entries)

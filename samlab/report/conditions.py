@@ -26,12 +26,18 @@ RESULT_FILES: dict[str, str] = {
     "fewshot": "notebook 05 (few-shot)",
     "interactive": "notebook 06 (interactive prompting)",
 }
+#: Results files a notebook writes only when a section is switched on: read like the others, never noted as missing.
+OPTIONAL_RESULT_FILES: dict[str, str] = {
+    "orientation_sensitivity": "notebook 02's orientation-sensitivity section (orientation_sensitivity: true)",
+}
 
 #: What identifies one condition (a "method" in the broad sense) in the results; ``source`` is the file stem.
 #: ``mode`` is a function of method and prompt (:func:`samlab.results.derive_mode`): carried so that titles can
-#: say it, but never a reason for two conditions not to match (see :data:`MATCH_COLUMNS`).
+#: say it, but never a reason for two conditions not to match (see :data:`MATCH_COLUMNS`). ``orientation`` is a
+#: condition of its own: SAM-family models are not orientation-invariant, so rows sliced in different orientations
+#: (``as_stored`` / ``RAS`` / an in-plane transform of the sensitivity study) are never averaged together.
 CONDITION_COLUMNS: tuple[str, ...] = ("source", "method", "backbone", "scope", "peft", "recipe", "init", "prompt",
-                                      "mode", "shots")
+                                      "mode", "orientation", "shots")
 MATCH_COLUMNS: tuple[str, ...] = tuple(c for c in CONDITION_COLUMNS if c != "mode")
 
 #: Metrics where a smaller value is better (the rest: larger is better).
@@ -183,7 +189,7 @@ def load_results(results_dir: str | os.PathLike) -> StudyResults:
         if frame.empty:
             notes.append(f"{path.name} has no rows")
             continue
-        if stem not in RESULT_FILES:
+        if stem not in RESULT_FILES and stem not in OPTIONAL_RESULT_FILES:
             notes.append(f"{path.name} is not one of the study's results files; its rows are included as source={stem!r}")
         frames.append(frame.assign(source=stem))
     if frames:
@@ -250,6 +256,9 @@ def condition_label(cond: Mapping[str, Any], with_shots: bool = True) -> str:
             label += f" ({prompt_name(prompt)})"
     if cond.get("recipe"):
         label += f" [{cond['recipe']}]"
+    orientation = str(cond.get("orientation", "as_stored"))
+    if orientation not in ("", "as_stored"):
+        label += f" [{orientation}]"
     shots = int(cond.get("shots", -1))
     if with_shots and shots > 0:
         label += f" k={shots}"

@@ -45,12 +45,16 @@ def run_baseline(
     dataset: str | None = None,
     dataset_id: int = 501,
     structures: Mapping[str, Sequence[int]] | None = None,
+    orientation: str = "as_stored",
 ) -> NnUNetBaseline:
     """Export, plan + preprocess, train (resuming), predict the test split, evaluate, derive boxes.
 
     Writes ``<work_dir>/nnunet_results.parquet`` (tidy schema) and
     ``<work_dir>/nnunet_boxes.csv``. Each step that already finished is skipped on
-    a re-run, and an interrupted training continues from its checkpoint.
+    a re-run, and an interrupted training continues from its checkpoint. nnU-Net works on the
+    files as stored whatever the run's ``orientation`` (recorded in the rows; see
+    :func:`samlab.workspace.RunDir.nnunet_predictions` for how notebook 02 re-orients the
+    predictions before drawing boxes from them).
     """
     profile = get_profile(profile)
     run = export_dataset(source_dir, splits, work_dir, dataset_id=dataset_id)
@@ -58,7 +62,7 @@ def run_baseline(
     train(run, profile, resume=True)
     pred_dir = predict(run, profile)
     structures = dict(structures) if structures is not None else structures_from_dataset_json(run.dataset_json)
-    results = evaluate(run, pred_dir, profile, structures=structures, dataset=dataset)
+    results = evaluate(run, pred_dir, profile, structures=structures, dataset=dataset, orientation=orientation)
     results_path = write_results(results, run.work_dir / "nnunet_results.parquet")
     boxes = derive_boxes(pred_dir, structures, case_ids=exported_test_cases(run), file_ending=run.dataset_json["file_ending"])
     boxes_path = write_boxes(boxes, run.work_dir / "nnunet_boxes.csv")

@@ -4,6 +4,12 @@ Why from predictions: the pelvic study prompts MedSAM with boxes drawn around a
 trained network's output, an average-case prompt, beside boxes from the ground
 truth. The boxes use :mod:`samlab.prompts`' own rules so they are exactly the
 boxes notebook 02 would draw around these masks.
+
+The file's coordinates are those of the prediction files, i.e. the *stored* orientation
+(nnU-Net trains and predicts on the files as stored). Notebook 02 does not read this file: it
+draws its boxes from the predictions re-oriented as the run's cases
+(:meth:`samlab.workspace.RunDir.nnunet_predictions`), so its nnU-Net boxes are right for any
+curation ``orientation``.
 """
 from __future__ import annotations
 

@@ -27,13 +27,18 @@ def evaluate(
     profile: NnUNetProfile | str = "quick",
     structures: Mapping[str, Sequence[int]] | None = None,
     dataset: str | None = None,
+    orientation: str = "as_stored",
 ) -> pd.DataFrame:
     """Dice, HD95 and NSD of every test case and structure, as tidy results rows.
 
     Rows carry ``method="nnunet"``, ``prompt="none"``, ``backbone`` = the nnU-Net
     configuration and ``init="scratch"``. Metrics come from
     ``samlab.metrics.evaluate_label_volumes`` on the test labels kept in
-    ``labelsTs``, in millimetres from the label file's spacing.
+    ``labelsTs``, in millimetres from the label file's spacing. Prediction and label are both
+    in the stored orientation (nnU-Net trains and predicts on the files as stored); 3D Dice,
+    HD95 and NSD do not depend on how the axes are ordered, so the scores hold for any
+    curation ``orientation``, which is written into every row so that the rows pair with the
+    SAM rows of the same run.
     """
     from samlab.metrics import evaluate_label_volumes
 
@@ -61,6 +66,7 @@ def evaluate(
                 "backbone": profile.configuration,
                 "init": "scratch",
                 "prompt": "none",
+                "orientation": orientation,
                 "seed": profile.seed,
             }
             rows.extend(make_rows(context, values))
