@@ -31,7 +31,7 @@ keep their earlier prediction. No correction is undone: a correction that lowers
 (the annotator sees slices, not 3D Dice), so the recorded curve can fall.
 
 **NoC** (:func:`noc_table`): the fewest prompts after which 3D Dice reaches ``t`` x the
-per-slice oracle's 3D Dice (``t`` = 0.85 and 0.90). A case that never reaches it within the
+per-slice oracle's 3D Dice (a tight box per 2D component on every slice, :func:`run_corrective`) (``t`` = 0.85 and 0.90). A case that never reaches it within the
 loop (stopped by patience or budget) counts as ``budget + 1`` -- the convention of the
 interactive-segmentation literature, which charges a failure the maximum -- and is counted
 in ``not_reached``, so a mean NoC near ``budget + 1`` reads as "mostly not reached".
@@ -207,13 +207,15 @@ def run_corrective(
     **loop_options,
 ) -> CorrectiveResult:
     """:func:`corrective_loop` for every case, present structure and correction kind, plus the
-    per-slice oracle (one tight box on every slice with the structure) it is measured against."""
+    per-slice oracle it is measured against: a tight box per connected component on every slice
+    with the structure (one box per slice for one-piece structures; for two femoral heads one
+    box per head, the stronger of notebook 02's two per-slice oracles)."""
     steps, oracle, stops = [], [], []
     for case in cases:
         for name in present_structures(case.labels, structures):
             gt = np.isin(case.labels, tuple(structures[name]))
             key = {"subject": case.case_id, "structure": name, "backbone": predictor.spec.name}
-            mask, n = every_slice_prediction(predictor, case.image, gt)
+            mask, n = every_slice_prediction(predictor, case.image, gt, per_component=True)
             oracle.append({**key, "oracle_dice": dice(mask, gt), "oracle_prompts": n})
             for kind in kinds:
                 trace = corrective_loop(predictor, case.image, gt, budget=budget, kind=kind, case_id=case.case_id,
