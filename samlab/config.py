@@ -145,6 +145,39 @@ class ZeroShotParams(_Params):
         return value
 
 
+class VolumePromptingParams(_Params):
+    """Notebook 02b: prompt budgets per volume (one 3D box, one per component, every k-th slice, every slice).
+
+    Boxes come from the ground truth (oracle). Propagation options are those of
+    ``samlab.propagate.propagate_volume``; ``margin_frame`` says whether ``margin`` counts image pixels
+    or pixels of the model's input frame (the official CVPR24 script: 3 px in its 256-px frame).
+    """
+
+    models: list[ModelName] = Field(default_factory=lambda: ["litemedsam"], min_length=1)
+    checkpoints: dict[str, str] = Field(default_factory=dict, description="model name -> checkpoint path")
+    _checkpoint_keys = field_validator("checkpoints")(classmethod(lambda cls, v: _registered_checkpoint_keys(v)))
+    allow_random_init: bool = False
+    split: Literal["train", "val", "test", "all"] = "test"
+    max_cases: int | None = Field(None, ge=1)
+    every_k: list[int] = Field(default_factory=lambda: [5, 10], description="keyframe budgets: a box every k slices")
+    margin: float = Field(3.0, ge=0, description="growth of the previous slice's box during propagation (px)")
+    margin_frame: Literal["image", "model"] = "model"
+    mask_prompt: bool = False
+    min_area_fraction: float = Field(0.1, ge=0, lt=1)
+    nsd_tolerance_mm: float = Field(2.0, gt=0)
+    profile_bins: int = Field(5, ge=2, le=20, description="bins of the slice position for the failure profile")
+    failure_drop: float = Field(0.2, gt=0, le=1, description="Dice lost to the oracle that marks a failed slice")
+    device: Device = "auto"
+    use_cache: bool = True
+
+    @field_validator("every_k")
+    @classmethod
+    def _positive_k(cls, value: list[int]) -> list[int]:
+        if any(v < 1 for v in value):
+            raise ValueError(f"every_k must be >= 1 slice, got {value}")
+        return value
+
+
 class NnUNetParams(_Params):
     """Notebook 03: the nnU-Net v2 baseline; a named profile of samlab.baselines.nnunet plus overrides."""
 
@@ -280,6 +313,11 @@ class InteractiveParams(_Params):
     widgets: Literal["auto", "on", "off"] = "auto"
     demo_structure: str | None = None
     demo_slice: int | None = Field(None, ge=0)
+    corrective3d: bool = Field(True, description="the 3D corrective loop and its clicks-to-target curve")
+    corrective3d_budget: int = Field(6, ge=1, le=200, description="prompts per volume, the 3D box included")
+    corrective3d_kinds: list[Literal["box", "point"]] = Field(default_factory=lambda: ["box", "point"], min_length=1)
+    corrective3d_patience: int = Field(2, ge=1)
+    corrective3d_margin_frame: Literal["image", "model"] = "model"
 
 
 class StatisticsParams(_Params):
@@ -322,6 +360,7 @@ class StatisticsParams(_Params):
 NOTEBOOK_SCHEMAS: dict[str, type[_Params]] = {
     "01_data_curation": CurationParams,
     "02_zero_shot_probing": ZeroShotParams,
+    "02b_volume_prompting": VolumePromptingParams,
     "03_nnunet_baseline": NnUNetParams,
     "04_finetuning_grid": FinetuneParams,
     "05_few_shot": FewShotParams,

@@ -31,6 +31,9 @@ from .metrics import evaluate_masks
 from .models import Embedding, Predictor
 
 STOP_REASONS = ("empty", "area_collapse", "z_range_end", "volume_end", "empty_start")
+#: Where ``margin`` is measured: ``image`` (original pixels, samlab's first convention) or ``model`` (pixels of
+#: the model's square input frame, e.g. 256 for LiteMedSAM: the official CVPR24 script's ``get_bbox256(bbox_shift=3)``).
+MARGIN_FRAMES = ("image", "model")
 
 
 @dataclass
@@ -44,6 +47,7 @@ class PropagationRecord:
     prompts: int = 1
     encoder_calls: int = 0
     components: list["PropagationRecord"] = field(default_factory=list)
+    prompt_boxes: dict[int, np.ndarray] = field(default_factory=dict)  # slice -> the 2D box it was prompted with
 
 
 @dataclass
@@ -89,8 +93,12 @@ def _mask_prompt(predictor: Predictor, embedding: Embedding, logits: np.ndarray)
 
 @torch.no_grad()
 def _decode_box(predictor: Predictor, embedding: Embedding, box: np.ndarray,
-                previous_logits: np.ndarray | None) -> np.ndarray:
-    """Logits (H, W) for one box, optionally with the previous slice's mask as a dense prompt."""
+                previous_logits: np.ndarray | None, points: np.ndarray | None = None,
+                point_labels: np.ndarray | None = None) -> np.ndarray:
+    """Logits (H, W) for one box (plus optional clicks), or with the previous slice's mask as a dense prompt."""
+    if points is not None and len(points):
+        return predictor.decode(embedding, boxes=np.asarray(box)[None], points=np.asarray(points)[None],
+                                point_labels=np.asarray(point_labels)[None]).logits[0]
     if previous_logits is None:
         return predictor.decode(embedding, boxes=np.asarray(box)[None]).logits[0]
     geometry = embedding.geometry
@@ -104,7 +112,7 @@ def _decode_box(predictor: Predictor, embedding: Embedding, box: np.ndarray,
     return predictor.postprocess(low_res, geometry)[0, 0].cpu().numpy()
 
 
-class _SliceEmbeddings:
+class SliceEmbeddings:
     """Per-volume memo on top of the predictor (whose own cache, if any, spans volumes and runs)."""
 
     def __init__(self, predictor: Predictor, volume: np.ndarray):
@@ -148,7 +156,10 @@ def propagate_volume(
     mask_prompt: bool = False,
     min_area_fraction: float = 0.1,
     stop_at_z_range: bool = True,
-    _embed: _SliceEmbeddings | None = None,
+    margin_frame: str = "image",
+    start_points: np.ndarray | None = None,
+    start_point_labels: np.ndarray | None = None,
+    _embed: "SliceEmbeddings | None" = None,
 ) -> PropagationResult:
     """Segment one structure in a (Z, H, W) volume from one box.
 
@@ -162,23 +173,39 @@ def propagate_volume(
     start slice's area (``area_collapse``; that slice is dropped), at the end of
     the 3D box's / ``z_range``'s slices (``z_range_end``, only if
     ``stop_at_z_range``) or of the volume (``volume_end``).
+
+    ``margin_frame`` says which pixels ``margin`` counts. ``image``: the
+    volume's own pixels. ``model``: pixels of the model's square input frame
+    (``margin * max(H, W) / input_size`` image pixels), the official script's
+    convention (it grows the previous slice's box by 3 px in the 256-px frame).
+    The two agree only for 256-px slices; on a 52 x 34 hippocampus slice 3 image
+    pixels are ~15 px of the model's frame, ~5x the official margin.
+
+    ``start_points`` (P, 2) x, y with ``start_point_labels`` (P,) (1 foreground,
+    0 background) are clicks decoded with the box on the start slice only: a
+    corrective click (:mod:`samlab.interactive.corrective3d`) re-propagated.
     """
     volume = np.asarray(volume)
     if volume.ndim != 3:
         raise ValueError(f"expected a (Z, H, W) volume, got shape {volume.shape}")
     if margin < 0 or not 0 <= min_area_fraction < 1:
         raise ValueError(f"margin must be >= 0 and min_area_fraction in [0, 1), got {margin}, {min_area_fraction}")
+    if margin_frame not in MARGIN_FRAMES:
+        raise ValueError(f"margin_frame must be one of {MARGIN_FRAMES}, got {margin_frame!r}")
     start_box, start, (z0, z1), box3d = _as_box(box, volume.shape, start_slice, z_range)
     if not 0 <= start < volume.shape[0]:
         raise ValueError(f"start slice {start} is outside the volume's {volume.shape[0]} slices")
     if not stop_at_z_range:
         z0, z1 = 0, volume.shape[0] - 1
-    embed = _embed or _SliceEmbeddings(predictor, volume)
+    embed = _embed or SliceEmbeddings(predictor, volume)
     calls_before = predictor.encoder_calls
     out = np.zeros(volume.shape, dtype=bool)
     record = PropagationRecord(start_slice=start, box3d=box3d)
-    logits = _decode_box(predictor, embed(start), start_box, None)
+    if start_points is not None and start_point_labels is None:
+        start_point_labels = np.ones(len(start_points), dtype=np.int64)
+    logits = _decode_box(predictor, embed(start), start_box, None, start_points, start_point_labels)
     record.slices_visited.append(start)
+    record.prompt_boxes[start] = np.asarray(start_box, dtype=np.float32)
     start_area = int((logits > 0).sum())
     if start_area == 0:
         record.stop_reason = {"up": "empty_start", "down": "empty_start"}
@@ -186,6 +213,8 @@ def propagate_volume(
         return PropagationResult(out, record)
     out[start] = logits > 0
     shape2d = volume.shape[1:]
+    if margin_frame == "model":
+        margin = margin * max(shape2d) / embed(start).geometry.input_size
     for direction, step, last in (("up", 1, z1), ("down", -1, z0)):
         previous, z = logits, start
         reason = None
@@ -197,6 +226,7 @@ def propagate_volume(
             next_box = P.expand_box(P.box_from_mask(previous > 0), margin, shape2d)
             current = _decode_box(predictor, embed(z), next_box, previous if mask_prompt else None)
             record.slices_visited.append(z)
+            record.prompt_boxes[z] = next_box
             area = int((current > 0).sum())
             if area == 0:
                 reason = "empty"
@@ -225,7 +255,7 @@ def propagate_boxes(
     volume = np.asarray(volume)
     if len(boxes3d) == 0:
         raise ValueError("propagate_boxes needs at least one 3D box")
-    embed = _SliceEmbeddings(predictor, volume)
+    embed = SliceEmbeddings(predictor, volume)
     calls_before = predictor.encoder_calls
     out = np.zeros(volume.shape, dtype=bool)
     parts = []
@@ -253,7 +283,7 @@ def _keyframe_prediction(predictor: Predictor, volume: np.ndarray, gt: np.ndarra
                          options: dict) -> tuple[np.ndarray, int]:
     """Boxes (one per 2D component) on the middle slice of each block of k slices, propagated within the block."""
     zs = np.flatnonzero(gt.any(axis=(1, 2)))
-    embed = _SliceEmbeddings(predictor, volume)
+    embed = SliceEmbeddings(predictor, volume)
     out = np.zeros(volume.shape, dtype=bool)
     prompts = 0
     for lo in range(int(zs[0]), int(zs[-1]) + 1, k):
@@ -267,8 +297,8 @@ def _keyframe_prediction(predictor: Predictor, volume: np.ndarray, gt: np.ndarra
     return out, prompts
 
 
-def _every_slice(predictor: Predictor, volume: np.ndarray, gt: np.ndarray,
-                 per_component: bool) -> tuple[np.ndarray, int]:
+def every_slice_prediction(predictor: Predictor, volume: np.ndarray, gt: np.ndarray,
+                           per_component: bool = False) -> tuple[np.ndarray, int]:
     """Today's oracle: every slice with the structure gets its own box(es), no propagation."""
     out = np.zeros(volume.shape, dtype=bool)
     prompts = 0
@@ -305,6 +335,24 @@ def prompt_budget(
         raise ValueError(f"ground truth shape {gt.shape} differs from the volume's {np.shape(volume)}")
     if not gt.any():
         raise ValueError(f"structure {structure!r} of {subject!r} is absent from the ground truth: no prompt to draw")
+    runs = budget_masks(predictor, volume, gt, every_k=every_k, **options)
+    rows = []
+    for name, mask, n in runs:
+        values = evaluate_masks(mask, gt, spacing, nsd_tolerance_mm=nsd_tolerance_mm)
+        for metric in ("dice", "hd95", "nsd"):
+            rows.append({"subject": subject, "structure": structure, "backbone": predictor.spec.name,
+                         "strategy": name, "prompts": int(n), "metric": metric, "value": float(values[metric])})
+    return pd.DataFrame.from_records(rows)
+
+
+def budget_masks(predictor: Predictor, volume: np.ndarray, gt: np.ndarray, every_k: Sequence[int] = (5, 10),
+                 **options) -> list[tuple[str, np.ndarray, int]]:
+    """``(strategy, predicted 3D mask, prompts spent)`` for every strategy of :func:`prompt_budget`."""
+    gt = np.asarray(gt, dtype=bool)
+    if gt.shape != np.shape(volume):
+        raise ValueError(f"ground truth shape {gt.shape} differs from the volume's {np.shape(volume)}")
+    if not gt.any():
+        raise ValueError("the structure is absent from the ground truth: no prompt to draw")
     runs: list[tuple[str, np.ndarray, int]] = []
     single = propagate_volume(predictor, volume, box3d_from_mask(gt), **options)
     runs.append(("volume_box", single.mask, single.record.prompts))
@@ -316,12 +364,6 @@ def prompt_budget(
         mask, n = _keyframe_prediction(predictor, volume, gt, int(k), options)
         runs.append((f"every_{int(k)}_slices", mask, n))
     for name, per_component in (("every_slice", False), ("every_slice_components", True)):
-        mask, n = _every_slice(predictor, volume, gt, per_component)
+        mask, n = every_slice_prediction(predictor, volume, gt, per_component)
         runs.append((name, mask, n))
-    rows = []
-    for name, mask, n in runs:
-        values = evaluate_masks(mask, gt, spacing, nsd_tolerance_mm=nsd_tolerance_mm)
-        for metric in ("dice", "hd95", "nsd"):
-            rows.append({"subject": subject, "structure": structure, "backbone": predictor.spec.name,
-                         "strategy": name, "prompts": int(n), "metric": metric, "value": float(values[metric])})
-    return pd.DataFrame.from_records(rows)
+    return runs

@@ -480,3 +480,85 @@ def plot_parameter_counts(table: pd.DataFrame, title: str = "") -> plt.Figure:
         ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def _panel_grid(n: int, ncols: int = 4, size: float = 2.9) -> tuple[plt.Figure, np.ndarray]:
+    ncols = max(1, min(ncols, n))
+    nrows = -(-max(n, 1) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols + 1.6, size * nrows + 0.6), squeeze=False,
+                             sharey=True)
+    for ax in axes.flat[n:]:
+        ax.set_axis_off()
+    return fig, axes
+
+
+def _data_title(table: pd.DataFrame, what: str, n_col: str = "n_cases") -> str:
+    """``what``: model(s), n volumes, dataset -- read from the rows (columns model/backbone, dataset, n_col)."""
+    models = ", ".join(pd.unique(table["model" if "model" in table else "backbone"]).astype(str))
+    datasets = ", ".join(d for d in pd.unique(table["dataset"]).astype(str) if d) if "dataset" in table else ""
+    n = int(table[n_col].max()) if n_col in table and len(table) else 0
+    return f"{what}: {models}, n = {n} volume{'s' if n != 1 else ''}" + (f", {datasets}" if datasets else "")
+
+
+def plot_prompt_budget(table: pd.DataFrame, metric: str = "dice", ncols: int = 4) -> plt.Figure:
+    """3D ``metric`` against the number of box prompts per volume, one panel per structure (log x).
+
+    ``table``: :func:`samlab.volume_prompting.budget_table` (``model, dataset, structure, budget,
+    n_prompts, <metric>, n_cases``). One marker per budget (same colour in every panel); a grey line
+    joins a structure's budgets in order of prompts spent.
+    """
+    structures = list(pd.unique(table["structure"]))
+    budgets = list(pd.unique(table["budget"]))
+    colors = condition_colors(budgets)
+    markers = dict(zip(budgets, "osD^v<>Xp*"))
+    fig, axes = _panel_grid(len(structures), ncols)
+    for ax, structure in zip(axes.flat, structures):
+        rows = table[table["structure"] == structure].sort_values("n_prompts")
+        ax.plot(rows["n_prompts"], rows[metric], color="0.75", linewidth=1, zorder=1)
+        for _, row in rows.iterrows():
+            ax.scatter(row["n_prompts"], row[metric], color=colors[row["budget"]], marker=markers[row["budget"]],
+                       s=40, zorder=2, label=row["budget"].replace("_", " "))
+        ax.set_xscale("log")
+        ax.set_title(f"{structure.replace('_', ' ')} (n = {int(rows['n_cases'].max())})", fontsize=MIN_FONT + 1)
+        ax.set_xlabel("box prompts per volume")
+        if metric in ("dice", "nsd"):
+            ax.set_ylim(-0.02, 1.02)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(f"mean 3D {_metric_label(metric)}")
+    handles = {h.get_label(): h for ax in axes.flat for h in ax.collections}
+    fig.legend(list(handles.values()), list(handles.keys()), fontsize=MIN_FONT, loc="center right")
+    fig.suptitle(_data_title(table, f"3D {_metric_label(metric)} against prompts spent"), fontsize=10)
+    fig.tight_layout(rect=(0, 0, 0.82, 0.95))
+    return fig
+
+
+def plot_slice_profile(profile: pd.DataFrame, title: str = "", ncols: int = 4) -> plt.Figure:
+    """Per-slice Dice against the slice's position in the structure's extent (0 first, 1 last slice).
+
+    ``profile``: :func:`samlab.volume_prompting.slice_profile` (``structure, prompt, position, dice,
+    n_slices``); one line per prompt (e.g. one-box propagation vs the per-slice oracle) and panel per
+    structure. Where the propagated line drops below the oracle's is where propagation fails.
+    """
+    structures = list(pd.unique(profile["structure"]))
+    prompts = list(pd.unique(profile["prompt"]))
+    colors = condition_colors(prompts)
+    fig, axes = _panel_grid(len(structures), ncols)
+    for ax, structure in zip(axes.flat, structures):
+        rows = profile[profile["structure"] == structure]
+        for k, prompt in enumerate(prompts):
+            part = rows[rows["prompt"] == prompt].sort_values("position")
+            ax.plot(part["position"], part["dice"], marker="os^D"[k % 4], color=colors[prompt],
+                    linestyle=("-", "--", ":")[k % 3], label=prompt.replace("_", " "))
+        ax.set_title(f"{structure.replace('_', ' ')} ({int(rows['n_slices'].sum() // max(len(prompts), 1))} slices)",
+                     fontsize=MIN_FONT + 1)
+        ax.set_xlabel("position in extent (0 first, 1 last slice)")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(-0.02, 1.02)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("mean per-slice Dice")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=MIN_FONT, loc="center right")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0, 0.82, 0.95 if title else 1))
+    return fig

@@ -158,3 +158,29 @@ def test_real_hippocampus_propagates(hippocampus_raw_dir, litemedsam):
     assert result.mask.any() and score > 0.1
     assert not result.mask[: zs[0]].any() and not result.mask[zs[-1] + 1:].any()
     assert result.record.encoder_calls == len(result.record.slices_visited) <= len(zs)
+
+
+class _FakeGeometry(_Fake):
+    """A fake whose embeddings carry a model input frame of 256 px (for ``margin_frame="model"``)."""
+
+    def embed(self, image):
+        from types import SimpleNamespace
+
+        self.encoder_calls += 1
+        return SimpleNamespace(z=int(image[0, 0]), geometry=SimpleNamespace(input_size=256))
+
+    def decode(self, embedding, boxes):
+        return super().decode(embedding.z, boxes)
+
+
+def test_margin_in_the_model_frame_follows_the_official_convention():
+    """3 px of a 256-px frame on 32-px slices is 3 * 32 / 256 = 0.375 image px; 'image' keeps 3 image px."""
+    fake = _FakeGeometry([_square(32, 6)] * 3)
+    tight = np.array([10, 10, 21, 21], dtype=np.float32)  # the box of _square(32, 6)
+    model = propagate_volume(fake, _volume(3), [10, 10, 0, 21, 21, 2], margin=8, margin_frame="model")
+    image = propagate_volume(fake, _volume(3), [10, 10, 0, 21, 21, 2], margin=8, margin_frame="image")
+    np.testing.assert_allclose(model.record.prompt_boxes[2], tight + [-1, -1, 1, 1])  # 8 * 32 / 256 = 1 px
+    np.testing.assert_allclose(image.record.prompt_boxes[2], tight + [-8, -8, 8, 8])
+    np.testing.assert_allclose(model.record.prompt_boxes[1], tight)  # the start slice: the 3D box's own extent
+    with pytest.raises(ValueError, match="margin_frame"):
+        propagate_volume(fake, _volume(3), [10, 10, 0, 21, 21, 2], margin_frame="mm")

@@ -20,15 +20,17 @@ One file per job, each importing only the ones above it in this list:
 ``summary``               tables and paired tests on the results (``box_vs_point_tests``)
 ``session``               the GUI-free annotation session and its scripted replay
 ``viewer``                the ipywidgets click viewer and the front-end detection
+``corrective3d``          the 3D corrective loop: one 3D box, corrections on the worst slice, NoC
 ``plots``                 the notebook's figures
 ========================  ====================================================================
 """
 from __future__ import annotations
 
+from .corrective3d import CorrectiveResult, CorrectiveTrace, clicks_curve, corrective_loop, noc_table, run_corrective
 from .evaluate import METHOD, InteractiveResult, decode_all_outputs, evaluate_interactive
 from .models import (ModelEntry, build_model_entries, find_finetuned_checkpoints, load_finetuned,
                      parse_finetuned_key, same_encoder)
-from .plots import plot_difference_heatmap, plot_prompt_comparison, plot_session
+from .plots import plot_clicks_to_target, plot_difference_heatmap, plot_prompt_comparison, plot_session
 from .session import (Action, InteractiveSegmenter, SegmentationState, apply_action, demo_actions,
                       run_scripted_session)
 from .simulate import (PROMPT_KINDS, SELECTIONS, busiest_slice, correction_click, demo_structures, draw_prompts,
@@ -79,4 +81,11 @@ __all__ = [
     "plot_prompt_comparison",
     "plot_difference_heatmap",
     "plot_session",
+    "plot_clicks_to_target",
+    "CorrectiveTrace",
+    "CorrectiveResult",
+    "corrective_loop",
+    "run_corrective",
+    "noc_table",
+    "clicks_curve",
 ]

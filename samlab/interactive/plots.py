@@ -14,7 +14,7 @@ from .summary import difference_table, with_prompt_parts
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["plot_prompt_comparison", "plot_difference_heatmap", "plot_session"]
+__all__ = ["plot_prompt_comparison", "plot_difference_heatmap", "plot_session", "plot_clicks_to_target"]
 
 
 def plot_prompt_comparison(results: pd.DataFrame, metric: str = "dice") -> Figure:
@@ -87,4 +87,42 @@ def plot_session(segmenter: InteractiveSegmenter, states: Sequence[SegmentationS
             ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="yellow", linewidth=1.2))
         ax.set_title(f"{i + 1}. {state.structure}: Dice {state.dice:.2f}", fontsize=9)
     fig.tight_layout()
+    return fig
+
+
+def plot_clicks_to_target(curve: pd.DataFrame, targets: Sequence[float] = (0.85, 0.90)) -> Figure:
+    """The clicks-to-target curve: 3D Dice relative to the per-slice oracle against prompts spent.
+
+    ``curve``: :func:`samlab.interactive.corrective3d.clicks_curve` (``dataset, backbone, kind,
+    structure, n_prompts, relative_dice, n_cases``). One panel per correction kind, one line per
+    structure; dashed lines at the NoC targets. The title names model, volumes and dataset.
+    """
+    import matplotlib.pyplot as plt
+
+    from ..viz import MIN_FONT, structure_colors
+
+    kinds = list(pd.unique(curve["kind"]))
+    structures = list(pd.unique(curve["structure"]))
+    colors = structure_colors(structures)
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5.0 * len(kinds) + 2.2, 3.8), sharey=True, squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        for k, structure in enumerate(structures):
+            part = curve[(curve["kind"] == kind) & (curve["structure"] == structure)].sort_values("n_prompts")
+            ax.plot(part["n_prompts"], part["relative_dice"], color=colors[structure], marker="os^Dv<>p"[k % 8],
+                    markersize=4, linestyle=("-", "--", ":", "-.")[k % 4],
+                    label=f"{structure.replace('_', ' ')} (n = {int(part['n_cases'].max())})")
+        for t, style in zip(targets, (":", "--")):
+            ax.axhline(t, color="0.3", linestyle=style, linewidth=1)
+            ax.text(1, t, f" {t:.2f} x oracle", va="bottom", fontsize=MIN_FONT, color="0.3")
+        ax.set_title(f"corrections: {kind}", fontsize=MIN_FONT + 2)
+        ax.set_xlabel("prompts spent (the 3D box = 1)")
+        ax.set_xticks(sorted(pd.unique(curve["n_prompts"])))
+    axes[0][0].set_ylabel("3D Dice / per-slice-oracle 3D Dice")
+    axes[0][-1].legend(fontsize=MIN_FONT, bbox_to_anchor=(1.01, 1), loc="upper left")
+    models = ", ".join(pd.unique(curve["backbone"]).astype(str))
+    datasets = ", ".join(d for d in pd.unique(curve["dataset"]).astype(str) if d)
+    n = int(curve["n_cases"].max()) if len(curve) else 0
+    fig.suptitle(f"Clicks to target: {models}, n = {n} volume{'s' if n != 1 else ''}"
+                 + (f", {datasets}" if datasets else ""), fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
     return fig

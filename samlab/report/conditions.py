@@ -21,6 +21,7 @@ from ..results import COLUMNS, read_results
 #: Results files the notebooks write (stem -> who writes it); any other ``*.parquet`` is read too.
 RESULT_FILES: dict[str, str] = {
     "zero_shot": "notebook 02 (zero-shot probing)",
+    "volume_prompting": "notebook 02b (prompt budgets per volume)",
     "nnunet": "notebook 03 (nnU-Net baseline)",
     "finetune": "notebook 04 (fine-tuning grid)",
     "fewshot": "notebook 05 (few-shot)",
