@@ -33,6 +33,21 @@ def _registered_checkpoint_keys(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
+def _init_names(value: list[str]) -> list[str]:
+    """Each ``inits`` entry must be a starting-weights name (samlab.models.inits), checked before a run starts."""
+    from samlab.models.inits import parse_init
+
+    for init in value:
+        parse_init(init)  # InitError (a ValueError) names the bad entry and the valid names
+    if len(set(value)) != len(value):
+        raise ValueError(f"inits names a starting point twice: {value}")
+    return value
+
+
+_INITS_HELP = ("starting weights to compare for every configuration: litemedsam, sam, medsam, sslsam:<path>, "
+               "supsam:<path>, random (shape/speed only); empty: each model's own weights (results say 'pretrained')")
+
+
 class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -169,6 +184,8 @@ class FinetuneParams(_Params):
     scopes: list[Literal["decoder", "encoder_decoder"]] = Field(default_factory=lambda: ["decoder"], min_length=1)
     methods: list[Literal["vanilla", "lora", "adapter"]] = Field(
         default_factory=lambda: ["vanilla", "lora", "adapter"], min_length=1)
+    inits: list[str] = Field(default_factory=list, description=_INITS_HELP)
+    _init_names = field_validator("inits")(classmethod(lambda cls, v: _init_names(v)))
     mode: Literal["box", "automatic"] = "box"
     recipe: Literal["litemedsam_refine", "finetune_sam"] = "litemedsam_refine"
     max_epochs: int | None = Field(3, ge=1, description="overrides the recipe's maximum epochs (None: the recipe's)")
@@ -216,6 +233,8 @@ class FewShotParams(_Params):
     allow_random_init: bool = False
     scopes: list[Literal["decoder", "encoder_decoder"]] = Field(default_factory=lambda: ["decoder"], min_length=1)
     methods: list[Literal["vanilla", "lora", "adapter"]] = Field(default_factory=lambda: ["lora"], min_length=1)
+    inits: list[str] = Field(default_factory=list, description=_INITS_HELP)
+    _init_names = field_validator("inits")(classmethod(lambda cls, v: _init_names(v)))
     shots: list[int] = Field(default_factory=lambda: [1, 5], min_length=1)
     k_val: int | None = Field(1, ge=1, description="validation slices (None: same as k)")
     seeds: list[int] = Field(default_factory=lambda: [0, 1], min_length=1)

@@ -35,7 +35,7 @@ NOTEBOOK_FACING = ("finetune", "finetune_job", "fewshot", "sweep", "zeroshot", "
                    "cli",
                    "workspace")
 #: The engine: models, data, training, metrics, statistics, prompts, I/O.
-LOWER = ("train", "models", "data", "metrics", "stats", "prompts", "io")
+LOWER = ("train", "pretrain", "models", "data", "metrics", "stats", "prompts", "io")
 
 
 def _module_name(path: Path) -> str:
