@@ -295,6 +295,49 @@ class InteractiveParams(_Params):
     demo_slice: int | None = Field(None, ge=0)
 
 
+class PretrainParams(_Params):
+    """Notebook 08: phase 1 (SSLSAM by masked-image modelling; optionally SupSAM) and a short phase-2 comparison.
+
+    Defaults are a smoke run on 2 CPU cores (tens of MAE steps on a subset of the phantom's
+    training slices); params/paper-pretraining.yaml holds the paper's settings for a GPU.
+    """
+
+    model: ModelName = "litemedsam"
+    base_init: str = Field("litemedsam", description="starting weights of phase 1 (a plain init name)")
+    checkpoints: dict[str, str] = Field(default_factory=dict, description="model name -> checkpoint path")
+    _checkpoint_keys = field_validator("checkpoints")(classmethod(lambda cls, v: _registered_checkpoint_keys(v)))
+    splits: list[Literal["train", "val", "test", "all"]] = Field(
+        default_factory=lambda: ["train"], min_length=1,
+        description="curated volumes whose images phase 1 reads (labels unused); the paper: training images only")
+    extra_image_dirs: list[str] = Field(default_factory=list, description="image-only folders (PNG/JPEG/npy/NIfTI)")
+    max_slices: int | None = Field(24, ge=1, description="seeded subset of the unlabelled slices (None: all)")
+    mae_steps: int = Field(30, ge=1)
+    mae_batch_size: int = Field(2, ge=1)
+    mae_accumulate: int = Field(1, ge=1, description="micro-batches per optimiser step (the paper: 16)")
+    mask_ratio: float = Field(0.75, gt=0, lt=1)
+    patch_size: int = Field(16, ge=1, description="masking unit in model-input pixels (MAE: 16)")
+    mae_lr: float | None = Field(2e-4, gt=0, description="None: MAE rule 1.5e-4 x effective batch / 256")
+    warmup_fraction: float = Field(0.05, ge=0, lt=1)
+    supsam_epochs: int = Field(0, ge=0, description="SupSAM phase-1 epochs on the training structures (0: skip)")
+    supsam_max_slices: int | None = Field(8, ge=1)
+    phase2_scope: Literal["decoder", "encoder_decoder"] = "decoder"
+    phase2_method: Literal["vanilla", "lora", "adapter"] = "vanilla"
+    phase2_max_epochs: int = Field(2, ge=1)
+    max_train_slices: int | None = Field(10, ge=1)
+    max_val_slices: int | None = Field(4, ge=1)
+    max_test_cases: int | None = Field(None, ge=1)
+    device: Device = "auto"
+
+    @field_validator("base_init")
+    @classmethod
+    def _plain_base(cls, value: str) -> str:
+        from samlab.models.inits import PLAIN_INITS, parse_init
+
+        if parse_init(value).kind not in PLAIN_INITS:
+            raise ValueError(f"base_init must be a plain init ({', '.join(PLAIN_INITS)}), got {value!r}")
+        return value
+
+
 class StatisticsParams(_Params):
     """Notebook 07: paired statistics and every figure/table from tidy results (samlab.report).
 
@@ -340,6 +383,7 @@ NOTEBOOK_SCHEMAS: dict[str, type[_Params]] = {
     "05_few_shot": FewShotParams,
     "06_interactive": InteractiveParams,
     "07_statistics": StatisticsParams,
+    "08_pretraining": PretrainParams,
 }
 
 

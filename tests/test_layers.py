@@ -31,7 +31,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "samlab"
 
 #: The modules notebooks import: orchestration and presentation, the top of the stack.
-NOTEBOOK_FACING = ("finetune", "finetune_job", "fewshot", "sweep", "zeroshot", "interactive", "figures", "report", "runner",
+NOTEBOOK_FACING = ("finetune", "finetune_job", "fewshot", "pretraining", "sweep", "zeroshot", "interactive", "figures", "report", "runner",
                    "cli",
                    "workspace")
 #: The engine: models, data, training, metrics, statistics, prompts, I/O.

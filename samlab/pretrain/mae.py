@@ -349,7 +349,7 @@ def save_sslsam(path: str | Path, loaded: LoadedModel, result: MAEResult, data: 
     base = loaded.init if loaded.init_name is not None else default_init(loaded.spec.name)
     state = {f"image_encoder.{k}": v for k, v in result.model.encoder.state_dict().items()}
     meta = {"objective": "masked image modelling (SimMIM-style mask token, MAE recipe)", "recipe": result.recipe,
-            "steps": len(result.history), "first_loss": result.history[0]["loss"],
+            "steps": len(result.history), "history": result.history, "first_loss": result.history[0]["loss"],
             "last_loss": result.history[-1]["loss"], "n_images": result.n_images, "seconds": result.seconds,
             "base_weights_sha256": loaded.sha256, "data": data}
     return save_init_checkpoint(path, "sslsam", loaded.spec.name, base, state, meta)
