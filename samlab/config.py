@@ -310,9 +310,9 @@ class PretrainParams(_Params):
         default_factory=lambda: ["train"], min_length=1,
         description="curated volumes whose images phase 1 reads (labels unused); the paper: training images only")
     extra_image_dirs: list[str] = Field(default_factory=list, description="image-only folders (PNG/JPEG/npy/NIfTI)")
-    max_slices: int | None = Field(24, ge=1, description="seeded subset of the unlabelled slices (None: all)")
+    max_slices: int | None = Field(16, ge=1, description="seeded subset of the unlabelled slices (None: all)")
     mae_steps: int = Field(30, ge=1)
-    mae_batch_size: int = Field(2, ge=1)
+    mae_batch_size: int = Field(1, ge=1)
     mae_accumulate: int = Field(1, ge=1, description="micro-batches per optimiser step (the paper: 16)")
     mask_ratio: float = Field(0.75, gt=0, lt=1)
     patch_size: int = Field(16, ge=1, description="masking unit in model-input pixels (MAE: 16)")
@@ -325,7 +325,7 @@ class PretrainParams(_Params):
     phase2_max_epochs: int = Field(2, ge=1)
     max_train_slices: int | None = Field(10, ge=1)
     max_val_slices: int | None = Field(4, ge=1)
-    max_test_cases: int | None = Field(None, ge=1)
+    max_test_cases: int | None = Field(1, ge=1)
     device: Device = "auto"
 
     @field_validator("base_init")

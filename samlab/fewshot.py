@@ -111,5 +111,10 @@ def plot_learning_curve(results: pd.DataFrame, metric: str = "dice", level: str 
     ax.set_xlabel("k (training slices, one per volume)")
     ax.set_ylabel(f"{'Dice' if metric == 'dice' else metric.upper()} ({level}, mean over test volumes)")
     ax.set_ylim(0, 1)
+    rows = results[results["metric"] == metric]
+    inits = ", ".join(str(i) for i in pd.unique(rows["init"]))
+    ax.set_title(f"{', '.join(str(d) for d in pd.unique(rows['dataset']))}: few-shot, "
+                 f"n = {rows['subject'].nunique()} test volume(s), {per_seed['seed'].nunique()} seed(s)\n"
+                 f"starting weights: {inits}", fontsize=9)
     fig.tight_layout()
     return fig
