@@ -42,7 +42,7 @@ def mae_run(unlabelled):
     """10 MAE steps (batch 1) from LiteMedSAM's shipped weights, seed 0."""
     torch.manual_seed(0)
     loaded = load_with_init("litemedsam", "litemedsam")
-    recipe = MAERecipe(steps=10, batch_size=1, lr=2e-4, warmup_fraction=0.1)
+    recipe = MAERecipe(steps=10, batch_size=1, lr=2e-4, warmup_fraction=0.3)
     return loaded, pretrain_mae(loaded, unlabelled, recipe, seed=0, progress=False)
 
 
@@ -207,3 +207,32 @@ def test_supsam_merges_sets_and_saves_a_loadable_checkpoint(tmp_path):
     payload = read_init_checkpoint(path)
     state = built.module.state_dict()
     assert all(torch.equal(state[k], v) for k, v in payload["state"].items())
+
+
+def test_grid_names_and_init_comparison_read_the_init_column():
+    import pandas as pd
+
+    from samlab.finetune import checkpoint_dir, compare_inits, config_label
+    from samlab.train import make_grid
+
+    grid = make_grid(["litemedsam"], ["decoder"], ["lora"], ["litemedsam", "sslsam:/runs/x/enc.pt"])
+    assert [c.name for c in grid] == ["litemedsam-decoder-lora@litemedsam", "litemedsam-decoder-lora@sslsam:enc"]
+    assert make_grid(["litemedsam"], ["decoder"], ["lora"])[0].name == "litemedsam-decoder-lora"  # old names kept
+    assert ":" not in checkpoint_dir("/tmp", grid[1], {}).name
+    with pytest.raises(InitError, match="unknown init"):
+        make_grid(["litemedsam"], ["decoder"], ["lora"], ["imagenet"])
+    rows = []
+    for init, shift in (("litemedsam", 0.0), ("sslsam:enc", 0.1)):
+        for subject, value in (("a", 0.5), ("b", 0.7), ("c", 0.6)):
+            rows.append({"dataset": "P", "subject": subject, "slice": -1, "structure": "s", "backbone": "litemedsam",
+                         "scope": "decoder", "peft": "lora", "init": init, "mode": "box", "metric": "dice",
+                         "value": value + shift})
+    rows.append({**rows[0], "subject": "d", "init": "litemedsam"})  # unpaired: left out of the comparison
+    frame = pd.DataFrame(rows)
+    assert set(config_label(frame)) == {c.name for c in grid}
+    table = compare_inits(frame)
+    row = table.loc["litemedsam-decoder-lora"]
+    assert table.attrs["base"] == "litemedsam" and row["n"] == 3
+    assert row["sslsam:enc - litemedsam"] == pytest.approx(0.1)
+    legacy = frame.assign(init="pretrained")
+    assert set(config_label(legacy)) == {"litemedsam-decoder-lora"}
