@@ -318,6 +318,7 @@ class PretrainParams(_Params):
     patch_size: int = Field(16, ge=1, description="masking unit in model-input pixels (MAE: 16)")
     mae_lr: float | None = Field(2e-4, gt=0, description="None: MAE rule 1.5e-4 x effective batch / 256")
     warmup_fraction: float = Field(0.05, ge=0, lt=1)
+    norm_pix_loss: bool = Field(False, description="MAE per-patch normalised target (see samlab.pretrain.mae)")
     supsam_epochs: int = Field(0, ge=0, description="SupSAM phase-1 epochs on the training structures (0: skip)")
     supsam_max_slices: int | None = Field(8, ge=1)
     phase2_scope: Literal["decoder", "encoder_decoder"] = "decoder"

@@ -39,7 +39,7 @@ def unlabelled_slices(run: RunDir, splits: Sequence[str], extra_image_dirs: Sequ
     return chosen
 
 
-def plot_mae_loss(history: Sequence[dict], title: str = ""):
+def plot_mae_loss(history: Sequence[dict], title: str = "", norm_pix_loss: bool = False):
     """Reconstruction loss (masked patches) and learning rate per optimiser step."""
     import matplotlib.pyplot as plt
 
@@ -47,7 +47,7 @@ def plot_mae_loss(history: Sequence[dict], title: str = ""):
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     ax.plot(steps, [r["loss"] for r in history], marker=".", color="#0072B2", label="loss")
     ax.set_xlabel("optimiser step")
-    ax.set_ylabel("MSE on masked patches\n(per-patch normalised pixels)")
+    ax.set_ylabel("MSE on masked patches\n" + ("(per-patch normalised pixels)" if norm_pix_loss else "(input pixels)"))
     twin = ax.twinx()
     twin.plot(steps, [r["lr"] for r in history], color="#E69F00", linestyle="--", label="learning rate")
     twin.set_ylabel("learning rate")

@@ -42,7 +42,7 @@ def mae_run(unlabelled):
     """10 MAE steps (batch 1) from LiteMedSAM's shipped weights, seed 0."""
     torch.manual_seed(0)
     loaded = load_with_init("litemedsam", "litemedsam")
-    recipe = MAERecipe(steps=10, batch_size=1, lr=2e-4, warmup_fraction=0.3)
+    recipe = MAERecipe(steps=10, batch_size=1, lr=5e-4, warmup_fraction=0.3)
     return loaded, pretrain_mae(loaded, unlabelled, recipe, seed=0, progress=False)
 
 
@@ -183,6 +183,7 @@ def test_unlabelled_slices_and_folders(tmp_path):
         read_image_folder(tmp_path / "nowhere")
 
 
+@pytest.mark.slow  # trains the encoder on pixels for one epoch
 def test_supsam_merges_sets_and_saves_a_loadable_checkpoint(tmp_path):
     from samlab.pretrain.supsam import LabelledSet, merge_label_sets, pretrain_supervised, save_supsam, supsam_recipe
 
