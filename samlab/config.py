@@ -33,6 +33,21 @@ def _registered_checkpoint_keys(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
+def _init_names(value: list[str]) -> list[str]:
+    """Each ``inits`` entry must be a starting-weights name (samlab.models.inits), checked before a run starts."""
+    from samlab.models.inits import parse_init
+
+    for init in value:
+        parse_init(init)  # InitError (a ValueError) names the bad entry and the valid names
+    if len(set(value)) != len(value):
+        raise ValueError(f"inits names a starting point twice: {value}")
+    return value
+
+
+_INITS_HELP = ("starting weights to compare for every configuration: litemedsam, sam, medsam, sslsam:<path>, "
+               "supsam:<path>, random (shape/speed only); empty: each model's own weights (results say 'pretrained')")
+
+
 class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -208,6 +223,8 @@ class FinetuneParams(_Params):
     scopes: list[Literal["decoder", "encoder_decoder"]] = Field(default_factory=lambda: ["decoder"], min_length=1)
     methods: list[Literal["vanilla", "lora", "adapter"]] = Field(
         default_factory=lambda: ["vanilla", "lora", "adapter"], min_length=1)
+    inits: list[str] = Field(default_factory=list, description=_INITS_HELP)
+    _init_names = field_validator("inits")(classmethod(lambda cls, v: _init_names(v)))
     mode: Literal["box", "automatic"] = "box"
     recipe: Literal["litemedsam_refine", "finetune_sam"] = "litemedsam_refine"
     max_epochs: int | None = Field(3, ge=1, description="overrides the recipe's maximum epochs (None: the recipe's)")
@@ -255,6 +272,8 @@ class FewShotParams(_Params):
     allow_random_init: bool = False
     scopes: list[Literal["decoder", "encoder_decoder"]] = Field(default_factory=lambda: ["decoder"], min_length=1)
     methods: list[Literal["vanilla", "lora", "adapter"]] = Field(default_factory=lambda: ["lora"], min_length=1)
+    inits: list[str] = Field(default_factory=list, description=_INITS_HELP)
+    _init_names = field_validator("inits")(classmethod(lambda cls, v: _init_names(v)))
     shots: list[int] = Field(default_factory=lambda: [1, 5], min_length=1)
     k_val: int | None = Field(1, ge=1, description="validation slices (None: same as k)")
     seeds: list[int] = Field(default_factory=lambda: [0, 1], min_length=1)
@@ -320,6 +339,50 @@ class InteractiveParams(_Params):
     corrective3d_margin_frame: Literal["image", "model"] = "model"
 
 
+class PretrainParams(_Params):
+    """Notebook 08: phase 1 (SSLSAM by masked-image modelling; optionally SupSAM) and a short phase-2 comparison.
+
+    Defaults are a smoke run on 2 CPU cores (tens of MAE steps on a subset of the phantom's
+    training slices); params/paper-pretraining.yaml holds the paper's settings for a GPU.
+    """
+
+    model: ModelName = "litemedsam"
+    base_init: str = Field("litemedsam", description="starting weights of phase 1 (a plain init name)")
+    checkpoints: dict[str, str] = Field(default_factory=dict, description="model name -> checkpoint path")
+    _checkpoint_keys = field_validator("checkpoints")(classmethod(lambda cls, v: _registered_checkpoint_keys(v)))
+    splits: list[Literal["train", "val", "test", "all"]] = Field(
+        default_factory=lambda: ["train"], min_length=1,
+        description="curated volumes whose images phase 1 reads (labels unused); the paper: training images only")
+    extra_image_dirs: list[str] = Field(default_factory=list, description="image-only folders (PNG/JPEG/npy/NIfTI)")
+    max_slices: int | None = Field(16, ge=1, description="seeded subset of the unlabelled slices (None: all)")
+    mae_steps: int = Field(30, ge=1)
+    mae_batch_size: int = Field(1, ge=1)
+    mae_accumulate: int = Field(1, ge=1, description="micro-batches per optimiser step (the paper: 16)")
+    mask_ratio: float = Field(0.75, gt=0, lt=1)
+    patch_size: int = Field(16, ge=1, description="masking unit in model-input pixels (MAE: 16)")
+    mae_lr: float | None = Field(2e-4, gt=0, description="None: MAE rule 1.5e-4 x effective batch / 256")
+    warmup_fraction: float = Field(0.05, ge=0, lt=1)
+    norm_pix_loss: bool = Field(False, description="MAE per-patch normalised target (see samlab.pretrain.mae)")
+    supsam_epochs: int = Field(0, ge=0, description="SupSAM phase-1 epochs on the training structures (0: skip)")
+    supsam_max_slices: int | None = Field(8, ge=1)
+    phase2_scope: Literal["decoder", "encoder_decoder"] = "decoder"
+    phase2_method: Literal["vanilla", "lora", "adapter"] = "vanilla"
+    phase2_max_epochs: int = Field(2, ge=1)
+    max_train_slices: int | None = Field(10, ge=1)
+    max_val_slices: int | None = Field(4, ge=1)
+    max_test_cases: int | None = Field(1, ge=1)
+    device: Device = "auto"
+
+    @field_validator("base_init")
+    @classmethod
+    def _plain_base(cls, value: str) -> str:
+        from samlab.models.inits import PLAIN_INITS, parse_init
+
+        if parse_init(value).kind not in PLAIN_INITS:
+            raise ValueError(f"base_init must be a plain init ({', '.join(PLAIN_INITS)}), got {value!r}")
+        return value
+
+
 class StatisticsParams(_Params):
     """Notebook 07: paired statistics and every figure/table from tidy results (samlab.report).
 
@@ -366,6 +429,7 @@ NOTEBOOK_SCHEMAS: dict[str, type[_Params]] = {
     "05_few_shot": FewShotParams,
     "06_interactive": InteractiveParams,
     "07_statistics": StatisticsParams,
+    "08_pretraining": PretrainParams,
 }
 
 

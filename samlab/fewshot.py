@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from .data.splits import k_shot_splits
-from .finetune import checkpoint_dir, evaluate
+from .finetune import checkpoint_dir, config_label, evaluate, init_settings
 from .models import EmbeddingCache
 from .train import Recipe, SliceRecord, train
 from .train.configs import GridConfig, build_model
@@ -65,9 +65,10 @@ def run_few_shot(grid: Sequence[GridConfig], params: Any, train_pool: Sequence[S
                               "train": [f"{r.case_id}:z{r.z}" for r in sample["train"]],
                               "val": [f"{r.case_id}:z{r.z}" for r in sample["val"]]})
                 loaded = build_model(cfg, "box", structures, checkpoint=params.checkpoints.get(cfg.model),
-                                     allow_random_init=params.allow_random_init, device=device, seed=s)
-                settings = {"recipe": recipe.model_dump(mode="json"), "k": k, "seed": s,
-                            "train": picks[-1]["train"], "val": picks[-1]["val"]}
+                                     allow_random_init=params.allow_random_init, device=device, seed=s,
+                                     checkpoints=params.checkpoints)
+                settings = init_settings(cfg, loaded, {"recipe": recipe.model_dump(mode="json"), "k": k, "seed": s,
+                                                       "train": picks[-1]["train"], "val": picks[-1]["val"]})
                 start = time.perf_counter()
                 result = train(loaded, sample["train"], sample["val"], structures, recipe, mode="box",
                                out_dir=checkpoint_dir(checkpoint_root, cfg, settings), device=device, seed=s,
@@ -89,7 +90,7 @@ def _per_seed(results: pd.DataFrame, metric: str, level: str) -> pd.DataFrame:
     """One score per (configuration, k, seed): the mean of ``metric`` over volumes (3D) or slices (2D)."""
     frame = results[results["metric"] == metric]
     frame = frame[frame["slice"] == -1] if level == "3d" else frame[frame["slice"] != -1]
-    frame = frame.assign(config=frame["backbone"] + "-" + frame["scope"] + "-" + frame["peft"])
+    frame = frame.assign(config=config_label(frame))
     return frame.groupby(["config", "shots", "seed"])["value"].mean().reset_index()
 
 
@@ -112,5 +113,10 @@ def plot_learning_curve(results: pd.DataFrame, metric: str = "dice", level: str 
     ax.set_xlabel("k (training slices, one per volume)")
     ax.set_ylabel(f"{'Dice' if metric == 'dice' else metric.upper()} ({level}, mean over test volumes)")
     ax.set_ylim(0, 1)
+    rows = results[results["metric"] == metric]
+    inits = ", ".join(str(i) for i in pd.unique(rows["init"]))
+    ax.set_title(f"{', '.join(str(d) for d in pd.unique(rows['dataset']))}: few-shot, "
+                 f"n = {rows['subject'].nunique()} test volume(s), {per_seed['seed'].nunique()} seed(s)\n"
+                 f"starting weights: {inits}", fontsize=9)
     fig.tight_layout()
     return fig

@@ -55,15 +55,16 @@ from .train.data import classes_to_labels, sample_slices
 #: a torchrun rank builds the same model and slices without importing this notebook API).
 __all__ = [
     "PAPER_BACKBONE", "GridConfig", "GridRun", "build_model", "checkpoint_dir", "choose_on_validation",
-    "compare_structures", "config_label", "evaluate", "grid_settings", "make_grid", "parameter_table",
-    "plot_grid_bars", "plot_structure_comparison", "plot_validation_curves", "predict_case", "run_grid",
+    "compare_inits", "compare_structures", "config_label", "evaluate", "grid_settings", "init_settings", "make_grid",
+    "parameter_table", "plot_grid_bars", "plot_init_comparison", "plot_structure_comparison", "plot_validation_curves", "predict_case", "run_grid",
     "sample_slices", "selection_score", "train_configuration",
 ]
 
 def checkpoint_dir(root: str | Path, config: GridConfig, settings: Mapping[str, Any]) -> Path:
     """``root/<config>-<hash of settings>``: a changed recipe or data never resumes an old run."""
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:10]
-    return Path(root) / f"{config.name}-{digest}"
+    safe = "".join(c if c.isalnum() or c in "-_.@" else "_" for c in config.name)  # sslsam:<stem> -> sslsam_<stem>
+    return Path(root) / f"{safe}-{digest}"
 
 
 def train_configuration(config: GridConfig, loaded: LoadedModel, params: Any, train_slices: Sequence[SliceRecord],
@@ -83,7 +84,8 @@ def train_configuration(config: GridConfig, loaded: LoadedModel, params: Any, tr
         from .train.job import TrainJob
 
         job = TrainJob(**{**params.model_dump(mode="json"), "models": [config.model], "scopes": [config.scope],
-                          "methods": [config.method], "out_dir": str(out_dir)})
+                          "methods": [config.method], "inits": [config.init] if config.init else [],
+                          "out_dir": str(out_dir)})
         loaded, record = run_job_distributed(job, params.nproc_per_node, loaded=loaded)
         names = {f.name for f in dataclasses.fields(TrainResult)}
         return loaded, TrainResult(**{k: v for k, v in record.items() if k in names}, checkpoint_dir=Path(out_dir))
@@ -121,6 +123,17 @@ def grid_settings(params: Any, train_slices: Sequence[SliceRecord], val_slices: 
             "processes": params.nproc_per_node}
 
 
+def init_settings(config: GridConfig, loaded: LoadedModel, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``settings`` plus a named init and its weights' hash: a re-trained phase-1 file never resumes an old run.
+
+    Unnamed inits (``config.init is None``) leave the settings as they were, so runs made before
+    named inits existed keep their checkpoint folders.
+    """
+    if config.init is None:
+        return dict(settings)
+    return {**settings, "init": config.init, "init_sha256": loaded.sha256}
+
+
 def run_grid(grid: Sequence[GridConfig], built: Mapping[str, LoadedModel], params: Any,
              train_slices: Sequence[SliceRecord], val_slices: Sequence[SliceRecord], test_cases: Sequence[Any],
              structures: Mapping[str, Sequence[int]], *, dataset: str, checkpoint_root: str | Path,
@@ -145,8 +158,9 @@ def run_grid(grid: Sequence[GridConfig], built: Mapping[str, LoadedModel], param
     for cfg in grid:
         start = time.perf_counter()
         loaded, result = train_configuration(cfg, built[cfg.name], params, train_slices, val_slices, structures,
-                                             checkpoint_dir(checkpoint_root, cfg, settings), device=device,
-                                             cache=cache)
+                                             checkpoint_dir(checkpoint_root, cfg, init_settings(cfg, built[cfg.name],
+                                                                                               settings)),
+                                             device=device, cache=cache)
         models[cfg.name], runs[cfg.name] = loaded, result
         context = {"dataset": dataset, "method": "finetune", "backbone": cfg.model, "scope": cfg.scope,
                    "peft": cfg.method, "init": loaded.init, "prompt": "box" if params.mode == "box" else "none",
@@ -272,9 +286,15 @@ def parameter_table(models: Mapping[str, nn.Module], configs: Sequence[GridConfi
     return pd.DataFrame.from_records(records).set_index("configuration")
 
 
+#: ``init`` values that name no starting point of their own (unnamed weights, older results): no ``@`` suffix.
+UNNAMED_INITS = ("", "pretrained", "random")
+
+
 def config_label(frame: pd.DataFrame) -> pd.Series:
-    """``backbone-scope-peft`` of each results row (the configuration name)."""
-    return frame["backbone"].astype(str) + "-" + frame["scope"].astype(str) + "-" + frame["peft"].astype(str)
+    """``backbone-scope-peft`` of each results row, ``@<init>`` added for named starting weights (= GridConfig.name)."""
+    base = frame["backbone"].astype(str) + "-" + frame["scope"].astype(str) + "-" + frame["peft"].astype(str)
+    init = frame["init"].astype(str) if "init" in frame else pd.Series("", index=frame.index)
+    return base + init.map(lambda i: "" if i in UNNAMED_INITS else f"@{i}")
 
 
 def compare_structures(finetuned: pd.DataFrame, reference: pd.DataFrame, reference_name: str,
@@ -367,5 +387,75 @@ def plot_structure_comparison(table: pd.DataFrame, columns: Sequence[str], title
     ax.tick_params(axis="x", rotation=30)
     ax.set_title(title)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------------------------------- starting weights
+def _base_init(inits: Sequence[str]) -> str:
+    """The reference starting point of a comparison: the model's own weights when present, else the first."""
+    return next((i for i in ("litemedsam", "sam", "pretrained", "") if i in inits), inits[0])
+
+
+def compare_inits(results: pd.DataFrame, metric: str = "dice", level: str = "3d") -> pd.DataFrame:
+    """Per configuration (backbone-scope-peft), the mean test ``metric`` from each starting weight, and the difference.
+
+    The paper's Figures 6-8 analogue as a table: ``<init> - <base>`` > 0 means starting from
+    ``<init>`` helped that configuration. Only subjects scored from every init of a configuration
+    are used (paired on the same volumes); ``n`` counts them.
+    """
+    frame = results[(results["metric"] == metric) & ((results["slice"] == -1) if level == "3d"
+                                                     else (results["slice"] >= 0))].copy()
+    if frame.empty:
+        raise ValueError(f"no {level} rows of metric {metric!r} to compare starting weights on")
+    frame["configuration"] = frame["backbone"].astype(str) + "-" + frame["scope"].astype(str) + "-" \
+        + frame["peft"].astype(str)
+    inits = list(pd.unique(frame["init"].astype(str)))
+    base = _base_init(inits)
+    per_subject = frame.groupby(["configuration", "init", "subject"])["value"].mean().reset_index()
+    records = []
+    for configuration, rows in per_subject.groupby("configuration", sort=False):
+        wide = rows.pivot(index="subject", columns="init", values="value").dropna()
+        record = {"configuration": configuration, "n": len(wide)}
+        for init in inits:
+            if init in wide:
+                record[init] = wide[init].mean()
+        for init in inits:
+            if init != base and init in wide and base in wide:
+                record[f"{init} - {base}"] = (wide[init] - wide[base]).mean()
+        records.append(record)
+    table = pd.DataFrame.from_records(records).set_index("configuration")
+    table.attrs.update(base=base, metric=metric, level=level)
+    return table
+
+
+def plot_init_comparison(results: pd.DataFrame, metric: str = "dice", level: str = "3d"):
+    """Bars per configuration, one per starting weight; the title (dataset, mode, n) is read from the rows shown."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    frame = results[(results["metric"] == metric) & ((results["slice"] == -1) if level == "3d"
+                                                     else (results["slice"] >= 0))].copy()
+    if frame.empty:
+        raise ValueError(f"no {level} rows of metric {metric!r} to plot")
+    frame["configuration"] = frame["backbone"].astype(str) + "\n" + frame["scope"].astype(str) + "-" \
+        + frame["peft"].astype(str)
+    per_subject = frame.groupby(["configuration", "init", "subject"])["value"].mean().reset_index()
+    inits = list(pd.unique(frame["init"].astype(str)))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * per_subject["configuration"].nunique() + 2.5), 3.8))
+    sns.barplot(data=per_subject, x="configuration", y="value", hue="init", hue_order=inits, errorbar=None,
+                palette="colorblind", ax=ax)
+    sns.stripplot(data=per_subject, x="configuration", y="value", hue="init", hue_order=inits, dodge=True,
+                  palette="colorblind", edgecolor="black", linewidth=0.5, legend=False, ax=ax)
+    datasets = ", ".join(str(d) for d in pd.unique(frame["dataset"]))
+    modes = ", ".join(str(m) for m in pd.unique(frame["mode"]))
+    n = per_subject["subject"].nunique()
+    ax.set_title(f"{datasets}: test {metric} ({level}) by starting weights\nmode {modes}, n = {n} volumes, "
+                 f"points = subjects, bars = mean")
+    ax.set_xlabel("")
+    ax.set_ylabel(f"{metric} ({level}, mean over subjects)")
+    if metric in ("dice", "nsd"):
+        ax.set_ylim(0, 1)
+    ax.legend(title="init", fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     return fig

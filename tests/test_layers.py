@@ -31,12 +31,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "samlab"
 
 #: The modules notebooks import: orchestration and presentation, the top of the stack.
-NOTEBOOK_FACING = ("finetune", "finetune_job", "fewshot", "sweep", "zeroshot", "orientation_sensitivity",
+NOTEBOOK_FACING = ("finetune", "finetune_job", "fewshot", "pretraining", "sweep", "zeroshot", "orientation_sensitivity",
                    "volume_prompting", "interactive", "figures", "report", "runner",
                    "cli",
                    "workspace")
 #: The engine: models, data, training, metrics, statistics, prompts, I/O.
-LOWER = ("train", "models", "data", "metrics", "stats", "prompts", "io")
+LOWER = ("train", "pretrain", "models", "data", "metrics", "stats", "prompts", "io")
 
 
 def _module_name(path: Path) -> str:

@@ -74,11 +74,16 @@ class LoadedModel:
 
     spec: ModelSpec
     module: nn.Module
-    weights: str  # "pretrained:<path>" or "random"
+    weights: str  # "pretrained:<path>", "random", or "<sslsam|supsam>:<path>" (samlab.models.inits)
     sha256: str | None
+    #: the named starting weights (samlab.models.inits), e.g. "litemedsam" or "sslsam:mae_encoder"; None: unnamed
+    init_name: str | None = None
 
     @property
     def init(self) -> str:
+        """The results' ``init`` column: the named starting weights, else ``random`` / ``pretrained`` (older runs)."""
+        if self.init_name is not None:
+            return self.init_name
         return "random" if self.weights == "random" else "pretrained"
 
 
@@ -101,12 +106,8 @@ def get_spec(name: str) -> ModelSpec:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}") from None
 
 
-def load_state_dict_safely(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a checkpoint's tensors without unpickling arbitrary objects.
-
-    Accepts a bare state dict or the common wrappers ``{"model": ...}`` /
-    ``{"state_dict": ...}``. Any failure names the file and says what is wrong.
-    """
+def read_weights_only(path: str | os.PathLike) -> object:
+    """``torch.load(path, weights_only=True)`` on the CPU; a missing, empty, pickled or corrupt file names itself."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found -- check the path in `checkpoints:` of the profile")
@@ -123,6 +124,17 @@ def load_state_dict_safely(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                 "torch.save(model.state_dict(), path))"
             ) from exc
         raise CheckpointError(f"{path}: cannot read checkpoint: corrupt or not a PyTorch file ({exc})") from exc
+    return state
+
+
+def load_state_dict_safely(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a checkpoint's tensors without unpickling arbitrary objects.
+
+    Accepts a bare state dict or the common wrappers ``{"model": ...}`` /
+    ``{"state_dict": ...}``. Any failure names the file and says what is wrong.
+    """
+    path = Path(path)
+    state = read_weights_only(path)
     for key in ("model", "state_dict"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]

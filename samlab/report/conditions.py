@@ -64,7 +64,7 @@ _BACKBONE_NAMES = {
 _SCOPE_NAMES = {"decoder": "Decoder", "encoder_decoder": "En/Decoder"}
 _PEFT_NAMES = {"vanilla": "Vanilla", "adapter": "Adapter", "lora": "LoRA"}
 _BACKBONE_ORDER = ("vit_t", "vit_b", "vit_l", "vit_h")  # encoder depth 4 / 12 / 24 / 32, as in 18-config Fig. 4
-_DEFAULT_INITS = ("", "pretrained", "sam")
+_DEFAULT_INITS = ("", "pretrained", "sam", "litemedsam")  # a model's own weights: no [init] in labels
 _NO_PROMPT = ("", "none")
 MEAN_ROW = "(mean)"
 

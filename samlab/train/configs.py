@@ -20,7 +20,8 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from ..models import LoadedModel, load_model
+from ..models import LoadedModel
+from ..models.inits import load_with_init, parse_init
 from ..peft import METHODS, SCOPES, apply_peft, resize_mask_decoder_outputs
 from .data import class_values
 
@@ -37,15 +38,29 @@ PAPER_BACKBONE: dict[str, str] = {
 
 @dataclass(frozen=True)
 class GridConfig:
-    """One fine-tuning configuration: backbone (a registry model name) x scope x method."""
+    """One fine-tuning configuration: backbone (a registry model name) x scope x method, from named weights.
+
+    ``init`` names the starting weights (:mod:`samlab.models.inits`: ``litemedsam``, ``sam``,
+    ``medsam``, ``sslsam:<path>``, ``supsam:<path>``, ``random``); ``None`` is the model's own
+    registry weights, as before named inits existed (results say ``pretrained``).
+    """
 
     model: str
     scope: str
     method: str
+    init: str | None = None
+
+    @property
+    def init_label(self) -> str | None:
+        """What the results' ``init`` column will say for a named init (``sslsam:<file stem>``), else None."""
+        return None if self.init is None else parse_init(self.init).label
 
     @property
     def name(self) -> str:
-        return f"{self.model}-{self.scope}-{self.method}"
+        """``model-scope-method``, with ``@<init label>`` when a named init other than ``random`` is set."""
+        base = f"{self.model}-{self.scope}-{self.method}"
+        label = self.init_label
+        return base if label in (None, "random") else f"{base}@{label}"
 
     @property
     def paper_name(self) -> str | None:
@@ -54,26 +69,39 @@ class GridConfig:
         return None if backbone is None else f"{backbone}-{self.scope}-{self.method}"
 
 
-def make_grid(models: Sequence[str], scopes: Sequence[str], methods: Sequence[str]) -> list[GridConfig]:
-    """All combinations, in the given order; unknown scopes/methods raise ValueError."""
+def make_grid(models: Sequence[str], scopes: Sequence[str], methods: Sequence[str],
+              inits: Sequence[str] = ()) -> list[GridConfig]:
+    """All combinations, in the given order (each configuration once per init); unknown values raise ValueError.
+
+    ``inits`` empty: one run per configuration from the model's own weights (``init=None``).
+    """
     bad = [s for s in scopes if s not in SCOPES] + [m for m in methods if m not in METHODS]
     if bad:
         raise ValueError(f"unknown scope/method {bad}; scopes: {SCOPES}, methods: {METHODS}")
     if not models or not scopes or not methods:
         raise ValueError("models, scopes and methods must each name at least one value")
-    return [GridConfig(m, s, k) for m in models for s in scopes for k in methods]
+    for init in inits:
+        parse_init(init)  # an unknown name fails here, before anything is built
+    starts: list[str | None] = list(inits) or [None]
+    return [GridConfig(m, s, k, i) for m in models for s in scopes for k in methods for i in starts]
 
 
 def build_model(config: GridConfig, mode: str = "box", structures: Mapping[str, Sequence[int]] | None = None, *,
                 checkpoint: str | None = None, allow_random_init: bool = False, device: str | torch.device = "cpu",
-                seed: int = 0, **peft_options: Any) -> LoadedModel:
-    """Load ``config.model``'s weights, resize the decoder (automatic mode: one output per class), apply PEFT.
+                seed: int = 0, checkpoints: Mapping[str, str] | None = None, **peft_options: Any) -> LoadedModel:
+    """Load ``config.model`` from ``config.init``'s weights, resize the decoder (automatic mode), apply PEFT.
+
+    ``checkpoint`` is ``config.model``'s own file (``init=None``); a named init reads its files
+    from ``checkpoints`` (model name -> path), see :func:`samlab.models.inits.load_with_init`.
 
     The seed fixes the initialisation of new modules (LoRA ``A``, adapters, resized decoder
     tokens), so a resumed run rebuilds exactly the model it checkpointed.
     """
     torch.manual_seed(seed)
-    loaded = load_model(config.model, checkpoint=checkpoint, allow_random_init=allow_random_init, device="cpu")
+    files = dict(checkpoints or {})
+    if checkpoint is not None:
+        files[config.model] = checkpoint
+    loaded = load_with_init(config.model, config.init, files, allow_random_init=allow_random_init, device="cpu")
     module = loaded.module
     if mode == "automatic":
         if structures is None:

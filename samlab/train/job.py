@@ -35,6 +35,8 @@ class TrainJob(FinetuneParams):
     def _one_configuration(self) -> "TrainJob":
         many = {k: v for k, v in (("models", self.models), ("scopes", self.scopes), ("methods", self.methods))
                 if len(v) != 1}
+        if len(self.inits) > 1:
+            many["inits"] = self.inits
         if many:
             raise ValueError(f"a training job is one configuration; these name several: {many}")
         return self
