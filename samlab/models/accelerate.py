@@ -81,17 +81,21 @@ def available_cores() -> int:
     return max(1, cores)
 
 
+#: torch's thread count when samlab.models was imported: a different count later means someone chose it.
+_TORCH_DEFAULT_THREADS = torch.get_num_threads()
+
+
 def configure_threads(threads: int | None = None) -> int:
     """Set torch's intra-op threads to ``threads``, ``$SAMLAB_THREADS`` or the available cores.
 
-    An ``OMP_NUM_THREADS`` set by the user wins (with no ``threads`` given): they chose it. Returns
-    the thread count in use.
+    With no ``threads`` given, a choice already made wins: ``OMP_NUM_THREADS`` in the environment,
+    or ``torch.set_num_threads`` called after samlab was imported. Returns the thread count in use.
     """
     if threads is None:
         env = os.environ.get("SAMLAB_THREADS")
         if env:
             threads = int(env)
-        elif os.environ.get("OMP_NUM_THREADS"):
+        elif os.environ.get("OMP_NUM_THREADS") or torch.get_num_threads() != _TORCH_DEFAULT_THREADS:
             return torch.get_num_threads()
         else:
             threads = available_cores()
@@ -238,6 +242,7 @@ class EncoderRunner:
         self.eager_s_per_item: float | None = None
         self.compile_seconds: float | None = None
         self.compiled_used = False
+        self._pending_record: tuple[tuple[int, ...], float] | None = None  # a compile whose speed-up is not yet measured
 
     def _key(self, shape: tuple[int, ...]) -> str:
         return record_key(self.name, shape, self.precision)
@@ -299,7 +304,7 @@ class EncoderRunner:
         return out.detach().cpu().clone()
 
     def _note_compiled_speed(self, shape: tuple[int, ...], compiled_s_per_item: float) -> None:
-        pending = getattr(self, "_pending_record", None)
+        pending = self._pending_record
         if pending is None or pending[0] != shape:
             return
         self._pending_record = None
