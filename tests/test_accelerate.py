@@ -199,7 +199,7 @@ def test_a_real_compile_of_a_small_module_is_exact():
 def _profile(tmp_path, notebooks: str):
     path = tmp_path / "tiny.yaml"
     path.write_text("name: tiny\nnotebooks:\n  - notebook: 01_data_curation\n    parameters:\n"
-                    "      data_source: phantom\n      phantom_cases: 5\n      phantom_shape: [4, 64, 64]\n" + notebooks)
+                    "      data_source: phantom\n      phantom_cases: 5\n      phantom_shape: [8, 64, 64]\n" + notebooks)
     return path
 
 
@@ -216,7 +216,7 @@ def test_estimate_counts_and_times_a_tiny_profile(tmp_path, capsys):
 
     _, works, data = count_work(path)
     zero_shot = next(w for w in works if w.notebook.startswith("02_"))
-    assert data.cases == 5 and data.test_cases >= 1 and 0 < data.labelled_slices_per_case <= 4
+    assert data.cases == 5 and data.test_cases >= 1 and 0 < data.labelled_slices_per_case <= 8
     slices = zero_shot.encoder_passes["litemedsam"]
     assert slices == round(data.test_cases * data.labelled_slices_per_case) > 0
     # single boxes at two expansions: two prompts per structure and slice, one per component more where split
