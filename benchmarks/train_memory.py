@@ -8,6 +8,13 @@ loss, backward, AdamW. On CUDA it runs under bf16 autocast where supported (as t
 training loop does) and reports ``torch.cuda.max_memory_allocated``; on the CPU it
 reports the process's peak resident memory, which includes Python and torch themselves.
 
+``s/iter`` runs the frozen encoder in every step (the upper bound a naive loop pays); ``cached s/iter``
+is the step the training loop really takes for the decoder scope -- prompt encoder + mask decoder on
+cached embeddings (samlab.train.loop embeds each slice once), timed by
+:func:`samlab.estimate.time_training_step`, the same function ``samlab estimate`` calibrates with.
+Comparing with the paper's Table 3 iteration times (A6000 GPU) needs a GPU run (``--device cuda``);
+none was available when this was written.
+
     .venv/bin/python benchmarks/train_memory.py --models litemedsam --batch 4
     .venv/bin/python benchmarks/train_memory.py --models sam_vit_b sam_vit_h vit_t --device cuda   # a GPU machine
 """
@@ -68,8 +75,14 @@ def measure(model: str, scope: str, method: str, batch: int, iters: int, device:
         peak_gib, kind = torch.cuda.max_memory_allocated() / 2**30, "CUDA max allocated"
     else:
         peak_gib, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "process peak RSS"
+    s_per_iter = (time.perf_counter() - tick) / iters
+    cached = None
+    if not encoder_trains:
+        from samlab.estimate import time_training_step
+
+        cached = time_training_step(model, scope, method, batch, iters=iters, device=str(dev))
     return {"configuration": f"{model}-{scope}-{method}", "device": str(dev), "batch": batch,
-            "s_per_iter": (time.perf_counter() - tick) / iters, "peak_gib": peak_gib, "memory": kind,
+            "s_per_iter": s_per_iter, "cached_s_per_iter": cached, "peak_gib": peak_gib, "memory": kind,
             "trainable_m": sum(p.numel() for p in trainable) / 1e6}
 
 
@@ -99,8 +112,10 @@ def main() -> None:
                     continue
                 row = json.loads(done.stdout.strip().splitlines()[-1])
                 rows.append(row)
+                cached = row.get("cached_s_per_iter")
+                cached_text = f"{cached:7.2f} cached s/iter" if cached is not None else f"{'-':>7} cached s/iter"
                 print(f"{row['configuration']:<40} {row['device']:<6} batch {row['batch']}  "
-                      f"{row['s_per_iter']:7.2f} s/iter  {row['peak_gib']:6.2f} GiB ({row['memory']})  "
+                      f"{row['s_per_iter']:7.2f} s/iter  {cached_text}  {row['peak_gib']:6.2f} GiB ({row['memory']})  "
                       f"trainable {row['trainable_m']:.2f} M", flush=True)
 
 

@@ -1,4 +1,4 @@
-"""The ``samlab`` command: ``samlab run PROFILE``, ``samlab figures RUN_DIR``, ``samlab sweep GRID``, ``samlab validate PROFILE``, ``samlab models``."""
+"""The ``samlab`` command: ``samlab run PROFILE``, ``samlab figures RUN_DIR``, ``samlab sweep GRID``, ``samlab validate PROFILE``, ``samlab estimate PROFILE``, ``samlab models``."""
 from __future__ import annotations
 
 import argparse
@@ -36,6 +36,17 @@ def _cmd_models(_: argparse.Namespace) -> int:
     for spec in MODEL_SPECS.values():
         need = "checkpoint file" if spec.needs_checkpoint else "shipped weights"
         print(f"{spec.name:14s} {spec.image_size:5d}px  {need:16s} {spec.description}")
+    return 0
+
+
+def _cmd_estimate(args: argparse.Namespace) -> int:
+    from .estimate import EstimateRefused, estimate
+
+    try:
+        estimate(args.profile, runs_root=args.runs_root)
+    except EstimateRefused as exc:
+        print(f"samlab estimate: {args.profile}: refused: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -120,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     figures.add_argument("--no-parameter-table", action="store_true",
                          help="skip Table 3 (building the 18 configurations takes ~10 s)")
     figures.set_defaults(func=_cmd_figures)
+    estimate = sub.add_parser("estimate", parents=[debug],
+                              help="predict a profile's encoder passes, training iterations, minutes and peak memory "
+                                   "from a short calibration; refuse what cannot fit in memory")
+    estimate.add_argument("profile")
+    estimate.add_argument("--runs-root", default=None, help="where earlier runs are (nnU-Net's time is read from them)")
+    estimate.set_defaults(func=_cmd_estimate)
     models = sub.add_parser("models", parents=[debug], help="list registered models")
     models.set_defaults(func=_cmd_models)
     return parser

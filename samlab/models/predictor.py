@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .accelerate import EncoderRunner, configure_threads, default_batch_size
 from .cache import EmbeddingCache
 from .recipes import content_size, get_recipe, resize_content, to_grey_scale_255
 from .registry import LoadedModel, ModelSpec
@@ -102,17 +103,31 @@ DEFAULT_DECODE_CHUNK = 64
 
 
 class Predictor:
-    """Embed slices and decode box/point prompts for any registered model."""
+    """Embed slices and decode box/point prompts for any registered model.
+
+    The encoder runs through :class:`samlab.models.accelerate.EncoderRunner`: inference mode,
+    channels_last, several slices per call (:meth:`embed_many`), threads from the available cores, and
+    ``torch.compile`` when it pays (``compile``: ``auto``/``on``/``off``, default ``$SAMLAB_COMPILE`` or
+    ``auto``). ``precision='bf16'`` (or ``$SAMLAB_PRECISION``) is the measured reduced-precision option.
+    ``batch_size`` is slices per encoder call (default: from free memory).
+    """
 
     def __init__(self, model: LoadedModel, device: str | torch.device = "cpu", cache: EmbeddingCache | None = None,
-                 decode_chunk: int | None = None):
+                 decode_chunk: int | None = None, compile: str | None = None, precision: str | None = None,
+                 batch_size: int | None = None, threads: int | None = None):
         self.model = model
         self.spec = model.spec
         self.device = torch.device(device)
+        if self.device.type == "cpu":
+            configure_threads(threads)
         self.decode_chunk = decode_chunk or DECODE_CHUNK.get(self.device.type, DEFAULT_DECODE_CHUNK)
         self.module = model.module.to(self.device).eval()
         self.cache = cache
         self.encoder_calls = 0
+        self.runner = EncoderRunner(self.module.image_encoder, self.device, self.spec.name, compile=compile,
+                                    precision_name=precision)
+        self.precision = self.runner.precision
+        self.batch_size = batch_size or default_batch_size(self.spec.image_size, self.device)
         self._digest: str | None = None  # hash of a random-init encoder, see cache_namespace
 
     @property
@@ -121,10 +136,13 @@ class Predictor:
 
         Weights without a file hash (random init) are identified by a hash of the encoder's
         parameters and buffers, so two different random models never share cached embeddings.
+        Reduced-precision embeddings carry their precision, so they never stand in for exact ones
+        (fp32 keeps the key it always had: existing caches stay valid).
         """
         s = self.spec
         weights = self.model.sha256 or f"encoder-{self._encoder_digest()}"
-        return f"{s.name}|{weights}|{s.image_size}|{s.normalization}|{s.resize}|{s.recipe}"
+        reduced = "" if self.precision == "fp32" else f"|{self.precision}"
+        return f"{s.name}|{weights}|{s.image_size}|{s.normalization}|{s.resize}|{s.recipe}{reduced}"
 
     def _encoder_digest(self) -> str:
         """Computed once per predictor: its encoder is frozen while it embeds."""
@@ -138,22 +156,37 @@ class Predictor:
             self._digest = digest.hexdigest()[:16]
         return self._digest
 
-    @torch.no_grad()
     def embed(self, image: np.ndarray) -> Embedding:
-        tensor, geometry = prepare_image(self.spec, image)
-        if self.cache is not None:
-            key = self.cache.key(self.cache_namespace, image)
-            features = self.cache.get(key)
-            if features is None:
-                features = self._encode(tensor)
-                self.cache.put(key, features)
-        else:
-            features = self._encode(tensor)
-        return Embedding(features.to(self.device), geometry)
+        return self.embed_many([image])[0]
 
-    def _encode(self, tensor: torch.Tensor) -> torch.Tensor:
-        self.encoder_calls += 1
-        return self.module.image_encoder(tensor.to(self.device)).cpu()
+    def embed_many(self, images: Sequence[np.ndarray], batch_size: int | None = None) -> list[Embedding]:
+        """Embed several slices, ``batch_size`` (default ``self.batch_size``) per encoder call.
+
+        Cached slices are not re-encoded; ``encoder_calls`` counts slices encoded. Knowing how many
+        slices are still to embed lets ``compile='auto'`` judge whether a compile pays off.
+        """
+        batch_size = batch_size or self.batch_size
+        prepared = [prepare_image(self.spec, image) for image in images]
+        features: list[torch.Tensor | None] = [None] * len(prepared)
+        keys: list[str | None] = [None] * len(prepared)
+        if self.cache is not None:
+            namespace = self.cache_namespace
+            for i, image in enumerate(images):
+                keys[i] = self.cache.key(namespace, image)
+                features[i] = self.cache.get(keys[i])
+        todo = [i for i, f in enumerate(features) if f is None]
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start:start + batch_size]
+            out = self._encode(torch.cat([prepared[i][0] for i in chunk]), items_left=len(todo) - start)
+            for j, i in enumerate(chunk):
+                features[i] = out[j:j + 1].clone()
+                if self.cache is not None:
+                    self.cache.put(keys[i], features[i])
+        return [Embedding(f.to(self.device), geometry) for f, (_, geometry) in zip(features, prepared)]
+
+    def _encode(self, tensor: torch.Tensor, items_left: int | None = None) -> torch.Tensor:
+        self.encoder_calls += tensor.shape[0]
+        return self.runner(tensor, items_left=items_left)
 
     def _to_input_frame(self, coords: np.ndarray, geometry: Geometry, boxes: bool = False) -> np.ndarray:
         """Original-pixel x, y coordinates -> the input frame, scaled (and rounded) as the official code does.
@@ -170,7 +203,7 @@ class Predictor:
         coords[..., 1::2] *= sy
         return coords
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def decode(
         self,
         embedding: Embedding,
