@@ -21,14 +21,15 @@ from ..results import COLUMNS, read_results
 #: Results files the notebooks write (stem -> who writes it); any other ``*.parquet`` is read too.
 RESULT_FILES: dict[str, str] = {
     "zero_shot": "notebook 02 (zero-shot probing)",
-    "volume_prompting": "notebook 02b (prompt budgets per volume)",
     "nnunet": "notebook 03 (nnU-Net baseline)",
     "finetune": "notebook 04 (fine-tuning grid)",
     "fewshot": "notebook 05 (few-shot)",
     "interactive": "notebook 06 (interactive prompting)",
 }
-#: Results files a notebook writes only when a section is switched on: read like the others, never noted as missing.
+#: Results files of optional notebooks or sections (a profile may leave notebook 02b out, notebook 02 may switch
+#: its orientation section off): read like the others, never noted as missing.
 OPTIONAL_RESULT_FILES: dict[str, str] = {
+    "volume_prompting": "notebook 02b (prompt budgets per volume)",
     "orientation_sensitivity": "notebook 02's orientation-sensitivity section (orientation_sensitivity: true)",
 }
 
