@@ -183,7 +183,7 @@ def propagate_volume(
 
     ``start_points`` (P, 2) x, y with ``start_point_labels`` (P,) (1 foreground,
     0 background) are clicks decoded with the box on the start slice only: a
-    corrective click (:mod:`samlab.interactive.corrective3d`) re-propagated.
+    corrective click (the corrective3d module of the interactive package) re-propagated.
     """
     volume = np.asarray(volume)
     if volume.ndim != 3:
