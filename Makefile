@@ -37,7 +37,7 @@ figures: install
 	$(BIN)/samlab figures $(RUN_DIR)
 
 test: install
-	$(BIN)/python -m pytest tests notebooks --nbval-lax -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests notebooks --nbval-lax -p no:cacheprovider --durations=30 $(PYTEST_ARGS)
 
 test-fast: install
 	$(BIN)/python -m pytest tests -m "not slow" $(PYTEST_ARGS)

@@ -26,7 +26,8 @@ notebooks:
     parameters: {{data_source: nnunet_raw, raw_dir: "{raw}", min_object_px: 0, orientation: LPS,
                  intensity: percentile_foreground}}
   - notebook: 02_zero_shot_probing
-    parameters: {{models: [litemedsam], prompt_sources: [oracle], box_modes: [single], expansions_px: [0]}}
+    parameters: {{models: [litemedsam], prompt_sources: [oracle], box_modes: [single], expansions_px: [0],
+                 orientation_sensitivity: false}}
 """
 
 

@@ -14,7 +14,8 @@ notebooks:
   - notebook: 01_data_curation
     parameters: {{phantom_cases: 3, phantom_shape: [8, 64, 64]}}
   - notebook: 02_zero_shot_probing
-    parameters: {{models: [{model}], max_cases: 1, prompt_sources: [oracle], box_modes: [single], expansions_px: [0]}}
+    parameters: {{models: [{model}], max_cases: 1, prompt_sources: [oracle], box_modes: [single], expansions_px: [0],
+                 orientation_sensitivity: false}}
 """
 
 
