@@ -397,6 +397,15 @@ def _base_init(inits: Sequence[str]) -> str:
     return next((i for i in ("litemedsam", "sam", "pretrained", "") if i in inits), inits[0])
 
 
+def _metric_rows(results: pd.DataFrame, metric: str, level: str, purpose: str) -> pd.DataFrame:
+    """The rows of ``metric`` at ``level`` (``3d``: per volume, else per slice); an error says what they were for."""
+    frame = results[(results["metric"] == metric) & ((results["slice"] == -1) if level == "3d"
+                                                     else (results["slice"] >= 0))].copy()
+    if frame.empty:
+        raise ValueError(f"no {level} rows of metric {metric!r} {purpose}")
+    return frame
+
+
 def compare_inits(results: pd.DataFrame, metric: str = "dice", level: str = "3d") -> pd.DataFrame:
     """Per configuration (backbone-scope-peft), the mean test ``metric`` from each starting weight, and the difference.
 
@@ -404,10 +413,7 @@ def compare_inits(results: pd.DataFrame, metric: str = "dice", level: str = "3d"
     ``<init>`` helped that configuration. Only subjects scored from every init of a configuration
     are used (paired on the same volumes); ``n`` counts them.
     """
-    frame = results[(results["metric"] == metric) & ((results["slice"] == -1) if level == "3d"
-                                                     else (results["slice"] >= 0))].copy()
-    if frame.empty:
-        raise ValueError(f"no {level} rows of metric {metric!r} to compare starting weights on")
+    frame = _metric_rows(results, metric, level, "to compare starting weights on")
     frame["configuration"] = frame["backbone"].astype(str) + "-" + frame["scope"].astype(str) + "-" \
         + frame["peft"].astype(str)
     inits = list(pd.unique(frame["init"].astype(str)))
@@ -434,10 +440,7 @@ def plot_init_comparison(results: pd.DataFrame, metric: str = "dice", level: str
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    frame = results[(results["metric"] == metric) & ((results["slice"] == -1) if level == "3d"
-                                                     else (results["slice"] >= 0))].copy()
-    if frame.empty:
-        raise ValueError(f"no {level} rows of metric {metric!r} to plot")
+    frame = _metric_rows(results, metric, level, "to plot")
     frame["configuration"] = frame["backbone"].astype(str) + "\n" + frame["scope"].astype(str) + "-" \
         + frame["peft"].astype(str)
     per_subject = frame.groupby(["configuration", "init", "subject"])["value"].mean().reset_index()
