@@ -213,7 +213,7 @@ def plot_orientation_spread(rows: pd.DataFrame, metric: str = "dice") -> plt.Fig
     ax.set_title(f"{models}, oracle box: the same {n_slices} slice(s) of {datasets} ({base}) turned in plane\n"
                  f"n = {n_lines} slice x structure; largest per-slice spread of {metric} {spread:.3f}",
                  fontsize=MIN_FONT + 2)
-    handles = [matplotlib.lines.Line2D([], [], color=colors[n], lw=1, label=n) for n in names]
+    handles = [matplotlib.lines.Line2D([], [], color=colors[n], lw=1, label=str(n).replace("_", " ")) for n in names]
     handles.append(matplotlib.lines.Line2D([], [], color="black", lw=2.2, marker="D", label="mean"))
     ax.legend(handles=handles, fontsize=MIN_FONT, bbox_to_anchor=(1.01, 1), loc="upper left")
     fig.tight_layout()
@@ -519,6 +519,11 @@ def plot_prompt_budget(table: pd.DataFrame, metric: str = "dice", ncols: int = 4
             ax.scatter(row["n_prompts"], row[metric], color=colors[row["budget"]], marker=markers[row["budget"]],
                        s=40, zorder=2, label=row["budget"].replace("_", " "))
         ax.set_xscale("log")
+        # Labels on 1, 3, 10, 30, ... only: the log axis' default labels every minor tick on a range below a
+        # decade, and those overlap into an unreadable row on a panel this narrow.
+        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 3.0)))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_title(f"{structure.replace('_', ' ')} (n = {int(rows['n_cases'].max())})", fontsize=MIN_FONT + 1)
         ax.set_xlabel("box prompts per volume")
         if metric in ("dice", "nsd"):
