@@ -58,6 +58,10 @@ class DataShape:
     image_size: int
     components: tuple[int, ...] = (1,)  # connected components of each (labelled slice, present structure)
 
+    @property
+    def mean_components(self) -> float:
+        return float(np.mean(self.components))
+
     def prompts_per_structure(self, modes: list[str], expansions: int) -> float:
         """Unique prompts one structure on one slice gets (zero-shot decodes identical prompts once)."""
         total = 0.0
@@ -126,6 +130,17 @@ def count_work(profile_path: str | Path) -> tuple[str, list[Work], DataShape | N
             data = data_shape(p)
         elif data is None:
             pass
+        elif name.startswith("02b_"):
+            # Every strategy decodes about one prompt per slice a structure covers: the one-box propagation,
+            # the per-component propagation (x components), each keyframe budget, the box on every slice.
+            cases = min(data.test_cases, p.max_cases or data.test_cases)
+            structure_slices = cases * data.labelled_slices_per_case * data.structures_per_slice
+            strategies = 2 + data.mean_components + len(p.every_k)
+            embedded = {m for w in works if w.notebook.startswith("02_") for m in w.encoder_passes}
+            for model in p.models:  # notebook 02 on the same test cases left their embeddings in the cache
+                work.encoder_passes[model] = 0 if p.use_cache and model in embedded else round(
+                    cases * data.labelled_slices_per_case)
+                work.prompts[model] = round(structure_slices * strategies)
         elif name.startswith("02_"):
             cases = min(data.test_cases, p.max_cases or data.test_cases)
             slices = round(cases * data.labelled_slices_per_case)
@@ -167,10 +182,16 @@ def count_work(profile_path: str | Path) -> tuple[str, list[Work], DataShape | N
         elif name.startswith("06_"):
             cases = min(data.test_cases, p.max_cases or data.test_cases)
             slices = cases * min(p.slices_per_case or 10**9, round(data.labelled_slices_per_case))
+            # Section 7: each (case, structure, kind) loop re-propagates the volume once per prompt; loops mostly
+            # stop after `patience` corrections without a gain (25 of 32 did in the quick run), so 1 + patience
+            # propagations of about one prompt per covered slice, at most the budget.
+            loops = cases * len(p.corrective3d_kinds) if p.corrective3d else 0
+            propagations = min(p.corrective3d_budget, 1 + p.corrective3d_patience)
+            corrective = loops * data.labelled_slices_per_case * data.structures_per_slice * propagations
             for model in p.models:
                 work.encoder_passes[model] = slices
                 work.prompts[model] = round(slices * data.structures_per_slice * len(p.prompt_kinds) * p.n_draws
-                                            * p.max_components)
+                                            * p.max_components + corrective)
         works.append(work)
     return profile.name, works, data
 

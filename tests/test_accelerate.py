@@ -233,6 +233,29 @@ def test_estimate_counts_and_times_a_tiny_profile(tmp_path, capsys):
     assert f"{slices:>14}" in out
 
 
+def test_estimate_counts_volume_prompting_and_the_corrective_loop(tmp_path):
+    from samlab.estimate import count_work
+
+    path = _profile(tmp_path, "  - notebook: 02_zero_shot_probing\n    parameters:\n      box_modes: [single]\n"
+                               "  - notebook: 02b_volume_prompting\n    parameters:\n      every_k: [2, 4]\n"
+                               "  - notebook: 06_interactive\n    parameters:\n      slices_per_case: 2\n"
+                               "      corrective3d_budget: 5\n      corrective3d_patience: 2\n"
+                               "      corrective3d_kinds: [box, point]\n")
+    _, works, data = count_work(path)
+    volume = next(w for w in works if w.notebook.startswith("02b_"))
+    structure_slices = data.test_cases * data.labelled_slices_per_case * data.structures_per_slice
+    # one-box, per-component, two keyframe budgets and every slice: ~one prompt per covered slice each
+    assert volume.prompts["litemedsam"] == round(structure_slices * (2 + data.mean_components + 2))
+    assert volume.encoder_passes["litemedsam"] == 0  # notebook 02 embedded the same test slices into the cache
+    interactive = next(w for w in works if w.notebook.startswith("06_"))
+    without = count_work(_profile(tmp_path, "  - notebook: 06_interactive\n    parameters:\n      slices_per_case: 2\n"
+                                            "      corrective3d: false\n"))[1]
+    without = next(w for w in without if w.notebook.startswith("06_"))
+    # two kinds x (1 + patience = 3) propagations of every covered slice of every test case
+    extra = interactive.prompts["litemedsam"] - without.prompts["litemedsam"]
+    assert abs(extra - structure_slices * 2 * 3) <= 1 and extra > 0
+
+
 def test_estimate_refuses_what_cannot_fit(tmp_path, capsys, monkeypatch):
     from samlab import estimate as estimate_module
     from samlab.cli import main

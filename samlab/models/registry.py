@@ -24,6 +24,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from .decoder_layout import use_token_major_layout
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, corrupt, pickled, or does not fit the model."""
@@ -291,6 +293,7 @@ def load_model(
         _load_into(module, state, path, name)
         weights, sha = f"pretrained:{path}", file_sha256(path)
     module.eval().to(device)
+    use_token_major_layout(module.mask_decoder)  # bit-identical, fewer copies: see decoder_layout.py
     return LoadedModel(spec=spec, module=module, weights=weights, sha256=sha)
 
 

@@ -139,6 +139,8 @@ def pelvic_table1(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
                     values = values[np.isfinite(values)]
                     empty = count_empty(rows)
                     data = "samlab: " + data_description(select(frame[frame["metric"] == metric], cond))
+                    if cond.get("method") == "nnunet" and cond.get("recipe"):
+                        data += f", trained {cond['recipe']} (paper: 1000 epochs x 250)"
                 records.append({
                     "metric": metric, "structure": structure, "model": model, "prompt": prompt,
                     "ours_condition": condition_label(cond) if cond else "",

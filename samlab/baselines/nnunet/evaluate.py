@@ -18,7 +18,12 @@ from samlab.baselines.nnunet.layout import NnUNetRun, exported_test_cases, read_
 from samlab.baselines.nnunet.profiles import NnUNetProfile, get_profile
 from samlab.results import make_rows, to_frame
 
-__all__ = ["evaluate"]
+__all__ = ["evaluate", "training_length"]
+
+
+def training_length(profile: NnUNetProfile) -> str:
+    """``"3x15 iterations"``: epochs x iterations per epoch, the ``recipe`` of nnU-Net's results rows."""
+    return f"{profile.num_epochs}x{profile.num_iterations_per_epoch} iterations"
 
 
 def evaluate(
@@ -32,7 +37,9 @@ def evaluate(
     """Dice, HD95 and NSD of every test case and structure, as tidy results rows.
 
     Rows carry ``method="nnunet"``, ``prompt="none"``, ``backbone`` = the nnU-Net
-    configuration and ``init="scratch"``. Metrics come from
+    configuration, ``init="scratch"`` and ``recipe`` = how long it trained (``"3x15 iterations"``), so
+    every label reads e.g. "nnU-Net (2d) [3x15 iterations]": a smoke-test model is never mistaken for the
+    paper's 1000 x 250. Metrics come from
     ``samlab.metrics.evaluate_label_volumes`` on the test labels kept in
     ``labelsTs``, in millimetres from the label file's spacing. Prediction and label are both
     in the stored orientation (nnU-Net trains and predicts on the files as stored); 3D Dice,
@@ -65,6 +72,7 @@ def evaluate(
                 "method": "nnunet",
                 "backbone": profile.configuration,
                 "init": "scratch",
+                "recipe": training_length(profile),
                 "prompt": "none",
                 "orientation": orientation,
                 "seed": profile.seed,

@@ -1,0 +1,92 @@
+"""The mask decoder's token-major layout (samlab.models.decoder_layout) changes no output bit.
+
+Real LiteMedSAM weights on a phantom slice: boxes, points and multimask outputs are compared with the
+upstream layout exactly (``np.array_equal``), not to a tolerance; the gradients of a decoder-training step
+to float rounding (their sums over the image tokens run in another order).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from samlab.data.phantom import STRUCTURES, make_phantom_case
+from samlab.models import Predictor
+from samlab.models.decoder_layout import remove_token_major_layout, use_token_major_layout, uses_token_major_layout
+
+
+@pytest.fixture(scope="module")
+def slice_and_boxes():
+    case = make_phantom_case(3, shape=(8, 96, 96))
+    present = sum(np.isin(case.labels, ids).any(axis=(1, 2)).astype(int) for ids in STRUCTURES.values())
+    z = int(np.argmax(present))  # the slice with the most structures
+    boxes = []
+    for ids in STRUCTURES.values():
+        ys, xs = np.nonzero(np.isin(case.labels[z], ids))
+        if len(xs):
+            boxes.append([xs.min(), ys.min(), xs.max(), ys.max()])
+    image = case.image[z].astype(np.float32)
+    return image, np.asarray(boxes, dtype=np.float32)
+
+
+def _decode_both(decoder, run):
+    assert uses_token_major_layout(decoder)  # load_model installs it
+    try:
+        fast = run()
+        remove_token_major_layout(decoder)
+        assert not uses_token_major_layout(decoder)
+        plain = run()
+    finally:
+        use_token_major_layout(decoder)
+    return fast, plain
+
+
+def test_decoding_is_bit_identical(litemedsam, slice_and_boxes):
+    image, boxes = slice_and_boxes
+    predictor = Predictor(litemedsam)
+    embedding = predictor.embed(image)
+    centres = ((boxes[:, :2] + boxes[:, 2:]) / 2)[:, None, :]
+
+    def run():
+        return (predictor.decode(embedding, boxes=boxes), predictor.decode(embedding, points=centres),
+                predictor.decode(embedding, boxes=boxes[:2], multimask=True))
+
+    fast, plain = _decode_both(litemedsam.module.mask_decoder, run)
+    assert len(boxes) >= 4
+    for a, b in zip(fast, plain):
+        assert np.array_equal(a.logits, b.logits) and np.array_equal(a.iou, b.iou)
+    assert (fast[0].logits > 0).any()  # real masks, not an all-background pair that agrees trivially
+
+
+def test_training_gradients_agree_to_float_rounding(litemedsam, slice_and_boxes):
+    image, boxes = slice_and_boxes
+    module = litemedsam.module
+    features = Predictor(litemedsam).embed(image).features
+    box_t = torch.as_tensor(boxes[:3] * 256 / 96)[:, None, :]
+
+    def run():
+        module.mask_decoder.zero_grad()
+        with torch.enable_grad():
+            sparse, dense = module.prompt_encoder(points=None, boxes=box_t, masks=None)
+            low_res, iou = module.mask_decoder(image_embeddings=features, image_pe=module.prompt_encoder.get_dense_pe(),
+                                               sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                               multimask_output=False)
+            (low_res.sigmoid().mean() + iou.mean()).backward()
+        return low_res.detach().clone(), {n: p.grad.clone() for n, p in module.mask_decoder.named_parameters()
+                                          if p.grad is not None}
+
+    try:
+        (fast_out, fast_grads), (plain_out, plain_grads) = _decode_both(module.mask_decoder, run)
+    finally:
+        module.mask_decoder.zero_grad(set_to_none=True)
+    assert torch.equal(fast_out, plain_out)
+    assert fast_grads.keys() == plain_grads.keys() and len(fast_grads) > 10
+    # Gradients sum over the 4096 image tokens in another order: equal to float rounding, not bit for bit
+    # (e.g. the key-bias gradients, ~1e-10 -- exactly 0 in exact arithmetic -- differ in their last bits).
+    scale = max(float(g.abs().max()) for g in plain_grads.values())
+    for name in fast_grads:
+        assert torch.allclose(fast_grads[name], plain_grads[name], rtol=1e-4, atol=1e-6 * scale), name
+
+
+def test_a_decoder_without_a_two_way_transformer_is_left_alone():
+    assert use_token_major_layout(torch.nn.Linear(2, 2)) is False
