@@ -118,7 +118,10 @@ def pelvic_table1(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     (dataset, phantom or real, n volumes), the paper's 117 real volumes -- and, when ours is
     the phantom, says that only the pattern is comparable. Structures are the paper's plus ours.
     """
+    from ..baselines.nnunet.profiles import get_profile
     from ..reference import TABLE1_COLUMNS, TABLE1_DATA, paper_pelvic_table1 as paper_table
+
+    paper_nnunet = get_profile("paper")  # the pelvic paper's nnU-Net schedule, named beside ours
 
     frame = frame[frame["slice"] < 0] if len(frame) else frame  # Table 1 scores volumes
     paper = paper_table()
@@ -140,7 +143,8 @@ def pelvic_table1(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
                     empty = count_empty(rows)
                     data = "samlab: " + data_description(select(frame[frame["metric"] == metric], cond))
                     if cond.get("method") == "nnunet" and cond.get("recipe"):
-                        data += f", trained {cond['recipe']} (paper: 1000 epochs x 250)"
+                        data += (f", trained {cond['recipe']} (paper: {paper_nnunet.num_epochs} epochs x "
+                                 f"{paper_nnunet.num_iterations_per_epoch})")
                 records.append({
                     "metric": metric, "structure": structure, "model": model, "prompt": prompt,
                     "ours_condition": condition_label(cond) if cond else "",
