@@ -208,6 +208,13 @@ class NnUNetParams(_Params):
     device: Device = "auto"
 
 
+def _distinct_modes(value: list[str]) -> list[str]:
+    """Each training mode once: a repeated mode would train (and report) the same grid twice."""
+    if len(set(value)) != len(value):
+        raise ValueError(f"modes {value} repeat a mode")
+    return value
+
+
 class FinetuneParams(_Params):
     """Notebook 04: the fine-tuning grid (models x scopes x methods) trained with one recipe of samlab.train.
 
@@ -225,7 +232,10 @@ class FinetuneParams(_Params):
         default_factory=lambda: ["vanilla", "lora", "adapter"], min_length=1)
     inits: list[str] = Field(default_factory=list, description=_INITS_HELP)
     _init_names = field_validator("inits")(classmethod(lambda cls, v: _init_names(v)))
-    mode: Literal["box", "automatic"] = "box"
+    modes: list[Literal["automatic", "box"]] = Field(
+        default_factory=lambda: ["box"], min_length=1,
+        description="training modes, each a grid of its own: automatic (prompt-free, the 18-config study's main "
+                    "setting) and/or box (one box-prompted mask per structure)")
     recipe: Literal["litemedsam_refine", "finetune_sam"] = "litemedsam_refine"
     max_epochs: int | None = Field(3, ge=1, description="overrides the recipe's maximum epochs (None: the recipe's)")
     recipe_overrides: dict[str, Any] = Field(default_factory=dict, description="other recipe fields to change")
@@ -240,6 +250,20 @@ class FinetuneParams(_Params):
     device: Device = "auto"
     nproc_per_node: int = Field(1, ge=1, description="processes per configuration: > 1 trains each one under torchrun "
                                                      "with DDP, one process per GPU (gloo on the CPU)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_mode(cls, data: Any) -> Any:
+        """``mode: box`` (a single mode, as before ``modes`` existed) still reads as ``modes: [box]``."""
+        if isinstance(data, dict) and "mode" in data:
+            data = dict(data)
+            mode = data.pop("mode")
+            if "modes" in data and list(data["modes"]) != [mode]:
+                raise ValueError(f"give either mode ({mode!r}) or modes ({data['modes']!r}), not both")
+            data["modes"] = [mode]
+        return data
+
+    _distinct_modes = field_validator("modes")(classmethod(lambda cls, v: _distinct_modes(v)))
 
     @field_validator("recipe_overrides")
     @classmethod
@@ -274,6 +298,10 @@ class FewShotParams(_Params):
     methods: list[Literal["vanilla", "lora", "adapter"]] = Field(default_factory=lambda: ["lora"], min_length=1)
     inits: list[str] = Field(default_factory=list, description=_INITS_HELP)
     _init_names = field_validator("inits")(classmethod(lambda cls, v: _init_names(v)))
+    modes: list[Literal["automatic", "box"]] = Field(
+        default_factory=lambda: ["box"], min_length=1,
+        description="training modes: automatic (prompt-free, the paper's few-shot setting) and/or box")
+    _distinct_modes = field_validator("modes")(classmethod(lambda cls, v: _distinct_modes(v)))
     shots: list[int] = Field(default_factory=lambda: [1, 5], min_length=1)
     k_val: int | None = Field(1, ge=1, description="validation slices (None: same as k)")
     seeds: list[int] = Field(default_factory=lambda: [0, 1], min_length=1)

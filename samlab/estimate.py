@@ -158,15 +158,18 @@ def count_work(profile_path: str | Path) -> tuple[str, list[Work], DataShape | N
             val = min(p.max_val_slices or 10**9, train)
             test_cases = min(data.test_cases, p.max_test_cases or data.test_cases)
             test = round(test_cases * data.labelled_slices_per_case)
-            objects = train * data.structures_per_slice
+            # box mode: one item and one decode per structure and slice; automatic: one per slice
+            per_slice = {"box": data.structures_per_slice, "automatic": 1.0}
             for model in p.models:
                 work.encoder_passes[model] = train + val + test
                 for scope in p.scopes:
                     for method in p.methods:
                         key = (model, scope, method, batch)
-                        work.train_steps[key] = work.train_steps.get(key, 0) + epochs * math.ceil(objects / batch)
-                        work.prompts[model] = work.prompts.get(model, 0) + round(
-                            (val * epochs + test) * data.structures_per_slice)
+                        for mode in p.modes:
+                            items = math.ceil(train * per_slice[mode] / batch)
+                            work.train_steps[key] = work.train_steps.get(key, 0) + epochs * items
+                            work.prompts[model] = work.prompts.get(model, 0) + round(
+                                (val * epochs + test) * per_slice[mode])
         elif name.startswith("05_"):
             test_cases = min(data.test_cases, p.max_test_cases or data.test_cases)
             test = round(test_cases * data.labelled_slices_per_case)
@@ -175,10 +178,12 @@ def count_work(profile_path: str | Path) -> tuple[str, list[Work], DataShape | N
                 for scope in p.scopes:
                     for method in p.methods:
                         key = (model, scope, method, p.batch_size)
-                        steps_ = sum(math.ceil(k * data.structures_per_slice / p.batch_size) for k in p.shots)
-                        work.train_steps[key] = work.train_steps.get(key, 0) + steps_ * len(p.seeds) * p.max_epochs
-                        runs = len(p.shots) * len(p.seeds)
-                        work.prompts[model] = work.prompts.get(model, 0) + round(runs * test * data.structures_per_slice)
+                        for mode in p.modes:
+                            per_slice = data.structures_per_slice if mode == "box" else 1.0
+                            steps_ = sum(math.ceil(k * per_slice / p.batch_size) for k in p.shots)
+                            work.train_steps[key] = work.train_steps.get(key, 0) + steps_ * len(p.seeds) * p.max_epochs
+                            runs = len(p.shots) * len(p.seeds)
+                            work.prompts[model] = work.prompts.get(model, 0) + round(runs * test * per_slice)
         elif name.startswith("06_"):
             cases = min(data.test_cases, p.max_cases or data.test_cases)
             slices = cases * min(p.slices_per_case or 10**9, round(data.labelled_slices_per_case))

@@ -64,19 +64,20 @@ def run_few_shot(grid: Sequence[GridConfig], params: Any, train_pool: Sequence[S
                 picks.append({"config": cfg.name, "k": k, "seed": s,
                               "train": [f"{r.case_id}:z{r.z}" for r in sample["train"]],
                               "val": [f"{r.case_id}:z{r.z}" for r in sample["val"]]})
-                loaded = build_model(cfg, "box", structures, checkpoint=params.checkpoints.get(cfg.model),
+                loaded = build_model(cfg, structures=structures, checkpoint=params.checkpoints.get(cfg.model),
                                      allow_random_init=params.allow_random_init, device=device, seed=s,
                                      checkpoints=params.checkpoints)
                 settings = init_settings(cfg, loaded, {"recipe": recipe.model_dump(mode="json"), "k": k, "seed": s,
                                                        "train": picks[-1]["train"], "val": picks[-1]["val"]})
                 start = time.perf_counter()
-                result = train(loaded, sample["train"], sample["val"], structures, recipe, mode="box",
+                result = train(loaded, sample["train"], sample["val"], structures, recipe, mode=cfg.mode,
                                out_dir=checkpoint_dir(checkpoint_root, cfg, settings), device=device, seed=s,
                                cache=cache, use_cache=None if params.use_cache else False, progress=False)
                 context = {"dataset": dataset, "method": "few_shot", "backbone": cfg.model, "scope": cfg.scope,
-                           "peft": cfg.method, "init": loaded.init, "prompt": "box", "mode": "box",
+                           "peft": cfg.method, "init": loaded.init, "prompt": "box" if cfg.mode == "box" else "none",
+                           "mode": cfg.mode,
                            "recipe": recipe.label, "shots": k, "seed": s, "orientation": orientation}
-                frame, _ = evaluate(loaded, test_cases, structures, "box", context=context, device=device,
+                frame, _ = evaluate(loaded, test_cases, structures, cfg.mode, context=context, device=device,
                                     cache=cache, nsd_tolerance_mm=params.nsd_tolerance_mm)
                 frames.append(frame)
                 if verbose:
@@ -115,8 +116,9 @@ def plot_learning_curve(results: pd.DataFrame, metric: str = "dice", level: str 
     ax.set_ylim(0, 1)
     rows = results[results["metric"] == metric]
     inits = ", ".join(str(i) for i in pd.unique(rows["init"]))
+    modes = ", ".join(str(m) for m in pd.unique(rows["mode"])) if "mode" in rows else "box"
     ax.set_title(f"{', '.join(str(d) for d in pd.unique(rows['dataset']))}: few-shot, "
                  f"n = {rows['subject'].nunique()} test volume(s), {per_seed['seed'].nunique()} seed(s)\n"
-                 f"starting weights: {inits}", fontsize=9)
+                 f"mode {modes}; starting weights: {inits}", fontsize=9)
     fig.tight_layout()
     return fig

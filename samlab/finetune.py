@@ -13,7 +13,7 @@ the notebook needs around that, so its cells read like a methods section:
   (these three live in :mod:`samlab.train.configs` / :mod:`samlab.train.data`, below the
   engine, and are re-exported here);
 * :func:`run_grid` -- train and test every configuration in turn (checkpointed, resumable);
-  :func:`choose_on_validation` -- the configuration to report per backbone;
+  :func:`choose_on_validation` -- the configuration to report per backbone and mode;
 * :func:`evaluate` -- the test split, slice by slice, with the zero-shot notebook's
   protocol (in box mode one tight box per structure and slice from the ground truth, the
   "oracle box"; slices without the structure stay empty), masks stacked back into the
@@ -85,11 +85,12 @@ def train_configuration(config: GridConfig, loaded: LoadedModel, params: Any, tr
 
         job = TrainJob(**{**params.model_dump(mode="json"), "models": [config.model], "scopes": [config.scope],
                           "methods": [config.method], "inits": [config.init] if config.init else [],
+                          "modes": [config.mode],
                           "out_dir": str(out_dir)})
         loaded, record = run_job_distributed(job, params.nproc_per_node, loaded=loaded)
         names = {f.name for f in dataclasses.fields(TrainResult)}
         return loaded, TrainResult(**{k: v for k, v in record.items() if k in names}, checkpoint_dir=Path(out_dir))
-    result = train(loaded, train_slices, val_slices, structures, params.training_recipe(), mode=params.mode,
+    result = train(loaded, train_slices, val_slices, structures, params.training_recipe(), mode=config.mode,
                    out_dir=out_dir, resume=params.resume, device=device, seed=params.seed,
                    use_cache=None if params.use_cache else False, cache=cache, cache_flips=params.cache_flips,
                    min_object_px=params.min_object_px)
@@ -115,22 +116,25 @@ def grid_settings(params: Any, train_slices: Sequence[SliceRecord], val_slices: 
     """Everything besides the configuration that defines a grid training run (hashed into its checkpoint folder).
 
     A change to any of these -- recipe, data, caching, process count -- must start a fresh
-    run rather than resume one trained under other settings.
+    run rather than resume one trained under other settings. The training mode is the
+    configuration's (:func:`init_settings` adds it), so both modes of a grid share these settings.
     """
-    return {"recipe": params.training_recipe().model_dump(mode="json"), "mode": params.mode, "seed": params.seed,
+    return {"recipe": params.training_recipe().model_dump(mode="json"), "seed": params.seed,
             "slices": [(s.case_id, s.z) for s in train_slices], "val": [(s.case_id, s.z) for s in val_slices],
             "cache": params.use_cache, "cache_flips": params.cache_flips, "min_object_px": params.min_object_px,
             "processes": params.nproc_per_node}
 
 
 def init_settings(config: GridConfig, loaded: LoadedModel, settings: Mapping[str, Any]) -> dict[str, Any]:
-    """``settings`` plus a named init and its weights' hash: a re-trained phase-1 file never resumes an old run.
+    """``settings`` plus the configuration's mode, and a named init with its weights' hash: a re-trained
+    phase-1 file never resumes an old run.
 
-    Unnamed inits (``config.init is None``) leave the settings as they were, so runs made before
-    named inits existed keep their checkpoint folders.
+    Unnamed inits (``config.init is None``) add no init keys, so runs made before named inits
+    existed keep their checkpoint folders.
     """
+    settings = {**settings, "mode": config.mode}
     if config.init is None:
-        return dict(settings)
+        return settings
     return {**settings, "init": config.init, "init_sha256": loaded.sha256}
 
 
@@ -163,10 +167,10 @@ def run_grid(grid: Sequence[GridConfig], built: Mapping[str, LoadedModel], param
                                              device=device, cache=cache)
         models[cfg.name], runs[cfg.name] = loaded, result
         context = {"dataset": dataset, "method": "finetune", "backbone": cfg.model, "scope": cfg.scope,
-                   "peft": cfg.method, "init": loaded.init, "prompt": "box" if params.mode == "box" else "none",
-                   "mode": params.mode, "recipe": params.training_recipe().label, "seed": params.seed,
+                   "peft": cfg.method, "init": loaded.init, "prompt": "box" if cfg.mode == "box" else "none",
+                   "mode": cfg.mode, "recipe": params.training_recipe().label, "seed": params.seed,
                    "orientation": orientation}
-        frame, _ = evaluate(loaded, test_cases, structures, params.mode, context=context, device=device, cache=cache,
+        frame, _ = evaluate(loaded, test_cases, structures, cfg.mode, context=context, device=device, cache=cache,
                             nsd_tolerance_mm=params.nsd_tolerance_mm)
         frames.append(frame)
         loaded.module.cpu()  # free the accelerator for the next configuration
@@ -182,16 +186,19 @@ def selection_score(result: TrainResult) -> float:
     return result.best_score if result.select_on == "val_dice" else -result.best_score
 
 
-def choose_on_validation(grid: Sequence[GridConfig], runs: Mapping[str, TrainResult]) -> dict[str, GridConfig]:
-    """Per backbone, the configuration to report: the best on the *validation* split, never on test.
+def choose_on_validation(grid: Sequence[GridConfig], runs: Mapping[str, TrainResult]
+                         ) -> dict[tuple[str, str], GridConfig]:
+    """Per backbone and mode, the configuration to report: the best on the *validation* split, never on test.
 
     Why: choosing the configuration by its test score would report an optimistically biased
     number. Each run's best epoch was already selected on validation by the recipe's
     criterion (:func:`selection_score`); ties go to the earlier configuration in grid order.
+    Modes are chosen apart: a box-prompted and a prompt-free model answer different questions,
+    and their validation scores are not on one scale. Keys: ``(model, mode)``.
     """
     chosen = {}
-    for model in dict.fromkeys(c.model for c in grid):
-        chosen[model] = max((c for c in grid if c.model == model), key=lambda c: selection_score(runs[c.name]))
+    for key in dict.fromkeys((c.model, c.mode) for c in grid):
+        chosen[key] = max((c for c in grid if (c.model, c.mode) == key), key=lambda c: selection_score(runs[c.name]))
     return chosen
 
 
@@ -291,8 +298,11 @@ UNNAMED_INITS = ("", "pretrained", "random")
 
 
 def config_label(frame: pd.DataFrame) -> pd.Series:
-    """``backbone-scope-peft`` of each results row, ``@<init>`` added for named starting weights (= GridConfig.name)."""
+    """``backbone-scope-peft`` of each results row, ``-automatic`` for prompt-free rows, ``@<init>`` for named
+    starting weights (= GridConfig.name)."""
     base = frame["backbone"].astype(str) + "-" + frame["scope"].astype(str) + "-" + frame["peft"].astype(str)
+    if "mode" in frame:
+        base = base + frame["mode"].astype(str).map(lambda m: "-automatic" if m == "automatic" else "")
     init = frame["init"].astype(str) if "init" in frame else pd.Series("", index=frame.index)
     return base + init.map(lambda i: "" if i in UNNAMED_INITS else f"@{i}")
 
@@ -340,6 +350,8 @@ def plot_grid_bars(results: pd.DataFrame, metrics: Sequence[str] = ("dice", "nsd
         raise ValueError(f"no {level} rows with metrics {list(metrics)} to plot")
     frame["group"] = frame["backbone"] + "\n" + frame["scope"].str.replace("encoder_decoder", "En/Decoder") \
         .str.replace("decoder", "Decoder")
+    if "mode" in frame and frame["mode"].nunique() > 1:  # one group per mode: never average box and automatic
+        frame["group"] = frame["group"] + "\n" + frame["mode"].astype(str)
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.8), squeeze=False)
     for i, (ax, metric) in enumerate(zip(axes[0], metrics)):
         sns.barplot(data=frame[frame["metric"] == metric], x="group", y="value", hue="peft",

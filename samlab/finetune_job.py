@@ -37,8 +37,8 @@ JOB_MODULE = "samlab.finetune_job"
 
 def _build(job: TrainJob, structures: Mapping[str, Sequence[int]]) -> tuple[GridConfig, LoadedModel]:
     """The job's one configuration, built on the CPU exactly as the notebook builds it (same seed)."""
-    config = GridConfig(job.models[0], job.scopes[0], job.methods[0], job.inits[0] if job.inits else None)
-    loaded = build_model(config, job.mode, structures, checkpoint=job.checkpoints.get(config.model),
+    config = GridConfig(job.models[0], job.scopes[0], job.methods[0], job.inits[0] if job.inits else None, job.mode)
+    loaded = build_model(config, structures=structures, checkpoint=job.checkpoints.get(config.model),
                          allow_random_init=job.allow_random_init, device="cpu", seed=job.seed,
                          checkpoints=job.checkpoints)
     return config, loaded

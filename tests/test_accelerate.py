@@ -270,3 +270,20 @@ def test_estimate_refuses_what_cannot_fit(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "refused" in err and "sam_vit_h-encoder_decoder-vanilla at batch 16" in err and "GiB" in err
     assert calibrated == []  # refused before any calibration ran
+
+
+def test_a_weight_update_drops_the_compiled_encoder():
+    """Frozen compiles fold the weights in as constants: after an in-place update the runner must recompile,
+    or it would keep answering with the old weights. Checked with Inductor itself (freezing on)."""
+    module = _tiny_conv().eval()
+    runner = EncoderRunner(module, torch.device("cpu"), "tiny-freeze", compile="on")
+    batch = torch.rand(1, 3, 8, 8)
+    first = runner(batch)
+    assert runner.compiled_used
+    with torch.no_grad():
+        for p in module.parameters():
+            p.mul_(2.0)  # an optimiser step does the same: in place, bumping the version counter
+    second = runner(batch)
+    with torch.no_grad():
+        torch.testing.assert_close(second, module(batch), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(first, second)

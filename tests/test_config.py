@@ -76,3 +76,17 @@ def test_notebook_parameter_cell_matches_its_schema(notebook):
 def test_every_notebook_has_a_schema():
     stems = {p.stem for p in (REPO_ROOT / "notebooks").glob("*.ipynb")}
     assert stems == set(NOTEBOOK_SCHEMAS), f"notebooks without schema / schemas without notebook: {stems ^ set(NOTEBOOK_SCHEMAS)}"
+
+
+def test_finetune_modes_and_the_legacy_single_mode():
+    from samlab.config import FinetuneParams
+
+    assert FinetuneParams().modes == ["box"]
+    assert FinetuneParams(mode="automatic").modes == ["automatic"]  # a profile written before `modes` existed
+    assert FinetuneParams(modes=["automatic", "box"]).modes == ["automatic", "box"]
+    with pytest.raises(ValueError, match="not both"):
+        FinetuneParams(mode="box", modes=["automatic"])
+    with pytest.raises(ValueError, match="repeat"):
+        FinetuneParams(modes=["box", "box"])
+    with pytest.raises(ValueError, match="modes"):
+        FinetuneParams(modes=["prompted"])

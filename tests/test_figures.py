@@ -11,6 +11,7 @@ import scipy.stats
 from statsmodels.stats.multitest import multipletests
 
 from samlab.config import StatisticsParams
+from samlab.report.conditions import PAPER_RECOMMENDATIONS
 from samlab.report import (
     MEAN_ROW,
     Comparison,
@@ -330,12 +331,17 @@ def test_plan_notes_what_is_absent(tmp_path):
 def test_recommendations_pick_the_highest_mean_with_its_ci(study):
     table, notes = recommendations(study.frame, n_resamples=500)
     by = table.set_index("scenario")
-    # scenario names say the mode the rows were run in: the synthetic grid is prompt-free, its LiteMedSAM box-prompted
-    assert "single dataset (automatic (no prompt) and box prompts)" in by.index
+    # one scenario per training mode, named from the rows: the synthetic grid is prompt-free (18 configurations),
+    # its LiteMedSAM refinement box-prompted; a box-prompted model never competes with prompt-free ones
+    assert {"single dataset (automatic (no prompt))", "single dataset (box prompts)"} <= set(by.index)
+    boxed = by.loc["single dataset (box prompts)"]
+    assert boxed["candidates"] == 1 and boxed["best"].startswith("LiteMedSAM")
+    assert boxed["paper_recommendation"] == PAPER_RECOMMENDATIONS["prompt-based"]
+    by = by.drop(index="single dataset (box prompts)")
     by.index = [s.split(" (")[0] + (f" (k={s.split('k=')[1][0]})" if "k=" in s else "") if not s.startswith("prompt")
                 else s for s in by.index]
     single = by.loc["single dataset"]
-    assert single["best"] == "ViT-H + En/Decoder + LoRA" and single["candidates"] == 19
+    assert single["best"] == "ViT-H + En/Decoder + LoRA" and single["candidates"] == 18
     frame = study.frame
     rows = frame[(frame.source == "finetune") & (frame.backbone == "vit_h") & (frame.scope == "encoder_decoder")
                  & (frame.peft == "lora") & (frame.metric == "dice") & (frame.slice >= 0)]  # 2D, as the paper

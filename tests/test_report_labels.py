@@ -67,6 +67,28 @@ def test_grid_title_says_automatic_for_prompt_free_rows_and_counts_n(tmp_path):
         plt.close("all")
 
 
+def test_both_training_modes_get_their_own_grid_figure_table4_row_and_contrast(tmp_path):
+    rows = _grid_rows(6, "none") + [r for r in _grid_rows(6, "box", seed=1) if r["method"] != "nnunet"]
+    report = _report(tmp_path, rows)
+    try:
+        automatic = " ".join(_texts(report.figures["finetune_fig4_grid"]))
+        boxed = " ".join(_texts(report.figures["finetune_fig4_grid_box"]))
+        assert "automatic (no prompt)" in automatic and "box prompts" not in automatic  # the paper's main setting
+        assert "box prompts" in boxed and "automatic" not in boxed
+        table4 = report.tables["finetune_table4_recommendations"]
+        assert table4["scenario"].tolist() == ["single dataset (automatic (no prompt), recipe paper_adam)",
+                                               "single dataset (box prompts, recipe paper_adam)"]
+        assert table4["paper_recommendation"].iloc[0] != table4["paper_recommendation"].iloc[1]  # single vs prompt-based
+        comparisons = report.tables["comparisons"]
+        families = set(comparisons["family"])
+        assert "fine-tuning: box prompts vs automatic" in families
+        best = comparisons[comparisons["family"].str.startswith("fine-tuning: best configuration")]
+        assert len(best) and best["comparison"].str.contains("box").any() and \
+            (~best["comparison"].str.contains("box")).any()  # one best per mode, never box against automatic
+    finally:
+        plt.close("all")
+
+
 def test_no_star_anywhere_when_every_comparison_has_fewer_than_min_n_pairs(tmp_path):
     report = _report(tmp_path, _grid_rows(4, "oracle_box"))  # 4 volumes < 5: nothing may be tested
     try:

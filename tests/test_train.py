@@ -321,7 +321,9 @@ def test_encoder_training_on_pixels_in_automatic_mode(phantom_slices, tmp_path):
     from samlab.train.configs import GridConfig, build_model
 
     structures = {**STRUCTURES, "bladder": (1,)}  # 4 classes: the decoder is resized from 3 outputs
-    loaded = build_model(GridConfig("litemedsam", "encoder_decoder", "lora"), "automatic", structures,
+    with pytest.raises(ValueError, match="disagrees with configuration"):  # the decoder must match the name
+        build_model(GridConfig("litemedsam", "encoder_decoder", "lora"), "automatic", structures, allow_random_init=True)
+    loaded = build_model(GridConfig("litemedsam", "encoder_decoder", "lora", mode="automatic"), structures=structures,
                          allow_random_init=True)
     assert loaded.module.mask_decoder.num_multimask_outputs == 4
     bn = next(m for m in loaded.module.image_encoder.modules() if isinstance(m, torch.nn.BatchNorm2d))
@@ -375,9 +377,19 @@ def test_choose_on_validation_follows_each_runs_criterion_per_backbone():
         "sam_vit_b-decoder-adapter": run("val_dice", 0.80),
     }
     chosen = finetune.choose_on_validation(grid, runs)
-    assert {m: c.name for m, c in chosen.items()} == {"litemedsam": "litemedsam-decoder-lora",
-                                                      "sam_vit_b": "sam_vit_b-decoder-lora"}
-    assert list(chosen) == ["litemedsam", "sam_vit_b"] and chosen["litemedsam"] in grid
+    assert {m: c.name for m, c in chosen.items()} == {("litemedsam", "box"): "litemedsam-decoder-lora",
+                                                      ("sam_vit_b", "box"): "sam_vit_b-decoder-lora"}
+    assert list(chosen) == [("litemedsam", "box"), ("sam_vit_b", "box")] and chosen["litemedsam", "box"] in grid
+    # modes are chosen apart: the better automatic run never replaces the box-mode choice, nor the reverse
+    both = configs.make_grid(["litemedsam"], ["decoder"], ["vanilla", "lora"], modes=["automatic", "box"])
+    assert [c.name for c in both] == ["litemedsam-decoder-vanilla-automatic", "litemedsam-decoder-lora-automatic",
+                                      "litemedsam-decoder-vanilla", "litemedsam-decoder-lora"]
+    runs = {"litemedsam-decoder-vanilla-automatic": run("val_dice", 0.9), "litemedsam-decoder-lora-automatic":
+            run("val_dice", 0.5), "litemedsam-decoder-vanilla": run("val_dice", 0.1),
+            "litemedsam-decoder-lora": run("val_dice", 0.2)}
+    chosen = finetune.choose_on_validation(both, runs)
+    assert {k: c.name for k, c in chosen.items()} == {("litemedsam", "automatic"): "litemedsam-decoder-vanilla-automatic",
+                                                      ("litemedsam", "box"): "litemedsam-decoder-lora"}
     # the notebook API re-exports the engine's definitions (one class, so isinstance and equality hold)
     assert finetune.GridConfig is configs.GridConfig and finetune.build_model is configs.build_model
 
@@ -409,7 +421,7 @@ def test_compare_structures_pairs_subjects():
 
     def rows(method, peft, values):
         return [{"dataset": "d", "subject": s, "structure": st, "method": method, "backbone": "litemedsam",
-                 "scope": "decoder" if peft else "", "peft": peft, "metric": "dice", "value": v}
+                 "scope": "decoder" if peft else "", "peft": peft, "prompt": "box", "metric": "dice", "value": v}
                 for (s, st), v in values.items()]
 
     ft = to_frame(rows("finetune", "lora", {("a", "bone"): 0.8, ("b", "bone"): 0.6, ("c", "bone"): 0.1}))

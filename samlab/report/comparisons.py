@@ -7,7 +7,7 @@ per-pair test rows, corrections and effect sizes are the one engine in :mod:`sam
 
 Differences are always ``a − b``, where ``a`` is the variant and ``b`` the reference
 (nnU-Net boxes vs oracle boxes, +5 px vs none, fine-tuned vs nnU-Net, En/Decoder vs decoder,
-PEFT vs vanilla, more shots vs fewer).
+PEFT vs vanilla, box-prompted vs automatic, more shots vs fewer).
 """
 from __future__ import annotations
 
@@ -119,6 +119,8 @@ def plan_comparisons(frame: pd.DataFrame) -> tuple[list[Comparison], list[str]]:
         if c["backbone"] in PELVIC_BACKBONES and c["method"] != "nnunet":
             for ref in nnunet_refs:
                 plan.append(Comparison("refined vs nnU-Net (pelvic Fig. 4)", c, ref))
+            if c["mode"] == "automatic":  # prompt-free: no off-the-shelf model answers without a prompt
+                continue
             before = [z for z in zs if z["backbone"] == c["backbone"]]
             match = next((z for z in before if z["prompt"] == c["prompt"]), None) or next(
                 (z for z in before if z["prompt"] == "oracle_box"), None)
@@ -126,9 +128,14 @@ def plan_comparisons(frame: pd.DataFrame) -> tuple[list[Comparison], list[str]]:
                 plan.append(Comparison("refined vs off-the-shelf (pelvic Fig. 5)", c, match))
     tuned = [c for c in ft if c["method"] != "nnunet"]
     plan += _factor_contrasts(tuned, "fine-tuning")
-    if tuned and nnunet_refs:
-        best = max(tuned, key=lambda c: np.nan_to_num(mean_metric(frame, c), nan=-np.inf))
-        if best["backbone"] not in PELVIC_BACKBONES:
+    automatic = [c for c in tuned if c["mode"] == "automatic"]
+    for c in tuned:  # the same configuration trained with box prompts vs without (the paper's two modes)
+        if c["mode"] == "box" and automatic and (p := _find(automatic, c, prompt=automatic[0]["prompt"])):
+            plan.append(Comparison("fine-tuning: box prompts vs automatic", c, p))
+    for mode in dict.fromkeys(c["mode"] for c in tuned):  # one best per mode: never box against automatic
+        same_mode = [c for c in tuned if c["mode"] == mode]
+        best = max(same_mode, key=lambda c: np.nan_to_num(mean_metric(frame, c), nan=-np.inf))
+        if nnunet_refs and best["backbone"] not in PELVIC_BACKBONES:
             for ref in nnunet_refs:
                 plan.append(Comparison("fine-tuning: best configuration vs nnU-Net (18-config Fig. 4, right)", best, ref))
     if not ft:

@@ -150,9 +150,13 @@ def hide_small_intervals(rows: pd.DataFrame, min_n: int, ci_label: str) -> tuple
 
 
 def figure_grid(summary: pd.DataFrame, source: str, title: str, metric: str = "dice", ci_label: str = "95 % CI",
-                min_n: int = DEFAULT_MIN_N):
+                min_n: int = DEFAULT_MIN_N, mode: str | None = None):
     """Grouped bars of the grid's mean metric; a bar summarising fewer than ``min_n`` subjects gets no
-    error bar (a bootstrap interval from 2-4 values pretends to a precision it does not have)."""
+    error bar (a bootstrap interval from 2-4 values pretends to a precision it does not have).
+
+    ``mode`` picks the rows of one training mode (``automatic``, ``box``); by default the automatic
+    rows when the results hold them (the 18-config study's Figure 4 is prompt-free), else the first
+    mode found. The title says which mode it shows, read from the rows."""
     from ..viz import plot_grid_summary_bars
 
     if summary.empty:
@@ -162,6 +166,11 @@ def figure_grid(summary: pd.DataFrame, source: str, title: str, metric: str = "d
     rows, level = pick_level(rows, GRID_LEVELS)
     if source == "fewshot" and len(rows):
         rows = rows[rows["shots"] == rows["shots"].min()]
+    if rows.empty:
+        return None
+    if mode is None:
+        mode = "automatic" if (rows["mode"] == "automatic").any() else rows["mode"].iloc[0]
+    rows = rows[rows["mode"] == mode]
     if rows.empty:
         return None
     if rows.duplicated(["backbone", "scope", "peft"]).any():  # several inits/prompts: one panel of the first
@@ -318,6 +327,10 @@ def report_figures(frame: pd.DataFrame, comparisons: pd.DataFrame, summary: pd.D
         "finetune_fig12_fewshot_curve": figure_fewshot(summary, rank_metric, ci, min_n),
         "finetune_fig10_interactive": figure_interactive(summary, rank_metric, ci, min_n),
     })
+    grid_modes = set(summary[summary["source"] == "finetune"]["mode"]) if len(summary) else set()
+    if {"automatic", "box"} <= grid_modes:  # both modes ran: the prompt-based grid gets a figure of its own
+        figures["finetune_fig4_grid_box"] = figure_grid(summary, "finetune", "Fine-tuning grid, box prompts "
+                                                        "(18-config Fig. 4 layout)", rank_metric, ci, min_n, mode="box")
     if len(comparisons):
         best = comparisons[comparisons["family"].str.startswith("fine-tuning: best configuration")
                            & (comparisons["metric"] == rank_metric)]

@@ -187,12 +187,16 @@ def _scenarios(frame: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame, str]]:
     zs = frame[frame["source"] == "zero_shot"]
     if len(zs):
         out.append((f"zero-shot (no training; {how(zs)})", "zero_shot", zs, ""))
-    ft = frame[(frame["source"] == "finetune") & (frame["method"] != "nnunet")]
-    if len(ft):
+    finetuned = frame[(frame["source"] == "finetune") & (frame["method"] != "nnunet")]
+    # one scenario per training mode, automatic first (the paper's single-dataset recommendation is prompt-free;
+    # its box-prompted counterpart is the paper's prompt-based scenario): a box model never outranks a prompt-free one
+    for mode in sorted(pd.unique(finetuned["mode"]), key=lambda m: m != "automatic"):
+        ft = finetuned[finetuned["mode"] == mode]
+        key = "single dataset" if mode == "automatic" else "prompt-based"
         inits = list(pd.unique(ft["init"]))
         default = [i for i in inits if i in _DEFAULT_INITS]
         base = ft[ft["init"].isin(default)] if default and len(inits) > 1 else ft
-        out.append((f"single dataset ({how(base)})", "finetune", base, "single dataset"))
+        out.append((f"single dataset ({how(base)})", "finetune", base, key))
         if len(inits) > 1:
             out.append((f"single dataset, any initial weights ({how(ft)})", "finetune", ft, "multiple datasets"))
     fs = frame[(frame["source"] == "fewshot") & (frame["method"] != "nnunet")]

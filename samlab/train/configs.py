@@ -26,6 +26,9 @@ from ..peft import METHODS, SCOPES, apply_peft, resize_mask_decoder_outputs
 from .data import class_values
 
 
+#: Training modes: box-prompted, and prompt-free (a class map per slice).
+MODES: tuple[str, ...] = ("box", "automatic")
+
 #: The paper's backbone (Table 3 row) each registry model corresponds to.
 PAPER_BACKBONE: dict[str, str] = {
     "litemedsam": "vit_t",  # TinyViT at 256 px: the same encoder family as MobileSAM's ViT-T
@@ -42,13 +45,17 @@ class GridConfig:
 
     ``init`` names the starting weights (:mod:`samlab.models.inits`: ``litemedsam``, ``sam``,
     ``medsam``, ``sslsam:<path>``, ``supsam:<path>``, ``random``); ``None`` is the model's own
-    registry weights, as before named inits existed (results say ``pretrained``).
+    registry weights, as before named inits existed (results say ``pretrained``). ``mode`` is
+    ``box`` (one box-prompted mask per structure) or ``automatic`` (prompt-free, one class map
+    per slice: the 18-configuration study's main setting); it changes the decoder, so it is part
+    of the configuration, not a setting of the run.
     """
 
     model: str
     scope: str
     method: str
     init: str | None = None
+    mode: str = "box"
 
     @property
     def init_label(self) -> str | None:
@@ -57,8 +64,9 @@ class GridConfig:
 
     @property
     def name(self) -> str:
-        """``model-scope-method``, with ``@<init label>`` when a named init other than ``random`` is set."""
-        base = f"{self.model}-{self.scope}-{self.method}"
+        """``model-scope-method``, ``-automatic`` in automatic mode, ``@<init label>`` for a named init other than
+        ``random``. Box-mode names carry no suffix: notebook 06 finds notebook 04's checkpoints by them."""
+        base = f"{self.model}-{self.scope}-{self.method}" + ("" if self.mode == "box" else f"-{self.mode}")
         label = self.init_label
         return base if label in (None, "random") else f"{base}@{label}"
 
@@ -70,23 +78,28 @@ class GridConfig:
 
 
 def make_grid(models: Sequence[str], scopes: Sequence[str], methods: Sequence[str],
-              inits: Sequence[str] = ()) -> list[GridConfig]:
-    """All combinations, in the given order (each configuration once per init); unknown values raise ValueError.
+              inits: Sequence[str] = (), modes: Sequence[str] = ("box",)) -> list[GridConfig]:
+    """All combinations, in the given order, mode outermost (each configuration once per init and mode);
+    unknown values raise ValueError.
 
     ``inits`` empty: one run per configuration from the model's own weights (``init=None``).
     """
-    bad = [s for s in scopes if s not in SCOPES] + [m for m in methods if m not in METHODS]
+    bad = [s for s in scopes if s not in SCOPES] + [m for m in methods if m not in METHODS] + \
+        [m for m in modes if m not in MODES]
     if bad:
-        raise ValueError(f"unknown scope/method {bad}; scopes: {SCOPES}, methods: {METHODS}")
+        raise ValueError(f"unknown scope/method/mode {bad}; scopes: {SCOPES}, methods: {METHODS}, modes: {MODES}")
+    if not modes:
+        raise ValueError("modes must name at least one of " + ", ".join(MODES))
     if not models or not scopes or not methods:
         raise ValueError("models, scopes and methods must each name at least one value")
     for init in inits:
         parse_init(init)  # an unknown name fails here, before anything is built
     starts: list[str | None] = list(inits) or [None]
-    return [GridConfig(m, s, k, i) for m in models for s in scopes for k in methods for i in starts]
+    return [GridConfig(m, s, k, i, mode) for mode in modes for m in models for s in scopes for k in methods
+            for i in starts]
 
 
-def build_model(config: GridConfig, mode: str = "box", structures: Mapping[str, Sequence[int]] | None = None, *,
+def build_model(config: GridConfig, mode: str | None = None, structures: Mapping[str, Sequence[int]] | None = None, *,
                 checkpoint: str | None = None, allow_random_init: bool = False, device: str | torch.device = "cpu",
                 seed: int = 0, checkpoints: Mapping[str, str] | None = None, **peft_options: Any) -> LoadedModel:
     """Load ``config.model`` from ``config.init``'s weights, resize the decoder (automatic mode), apply PEFT.
@@ -95,8 +108,12 @@ def build_model(config: GridConfig, mode: str = "box", structures: Mapping[str, 
     from ``checkpoints`` (model name -> path), see :func:`samlab.models.inits.load_with_init`.
 
     The seed fixes the initialisation of new modules (LoRA ``A``, adapters, resized decoder
-    tokens), so a resumed run rebuilds exactly the model it checkpointed.
+    tokens), so a resumed run rebuilds exactly the model it checkpointed. ``mode`` defaults to
+    ``config.mode``; a different one is an error (the decoder would not match the configuration's name).
     """
+    mode = config.mode if mode is None else mode
+    if mode != config.mode:
+        raise ValueError(f"build_model: mode {mode!r} disagrees with configuration {config.name} (mode {config.mode!r})")
     torch.manual_seed(seed)
     files = dict(checkpoints or {})
     if checkpoint is not None:

@@ -33,13 +33,18 @@ class TrainJob(FinetuneParams):
 
     @model_validator(mode="after")
     def _one_configuration(self) -> "TrainJob":
-        many = {k: v for k, v in (("models", self.models), ("scopes", self.scopes), ("methods", self.methods))
-                if len(v) != 1}
+        many = {k: v for k, v in (("models", self.models), ("scopes", self.scopes), ("methods", self.methods),
+                                  ("modes", self.modes)) if len(v) != 1}
         if len(self.inits) > 1:
             many["inits"] = self.inits
         if many:
             raise ValueError(f"a training job is one configuration; these name several: {many}")
         return self
+
+    @property
+    def mode(self) -> str:
+        """The job's one training mode."""
+        return self.modes[0]
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> "TrainJob":
