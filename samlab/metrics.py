@@ -70,6 +70,8 @@ from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
+
+from . import monai_import  # noqa: F401  -- imports MONAI without a 4.5 s grammar build
 from monai.metrics import compute_hausdorff_distance, compute_surface_dice
 
 __all__ = [

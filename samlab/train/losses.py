@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from .. import monai_import  # noqa: F401  -- imports MONAI without a 4.5 s grammar build
 from monai.losses import DiceLoss
 
 _BINARY_DICE = DiceLoss(sigmoid=True, squared_pred=True, reduction="mean")
