@@ -96,7 +96,9 @@ def prepare_image(spec: ModelSpec, image: np.ndarray) -> tuple[torch.Tensor, Geo
 #: Prompts per mask-decoder call. SAM's decoder runs its two-way transformer on a full copy of the
 #: 64 x 64 image tokens per prompt; on a 2-core CPU (LiteMedSAM, 24 boxes) a batch of 24 took 0.107 s per
 #: prompt, of 8 0.096 s, of 4 0.064-0.071 s, of 2 0.060 s, of 1 0.055-0.060 s (memory traffic of the
-#: B x 256 x 64 x 64 activations), so the CPU decodes two prompts at a time. On accelerators large batches
+#: B x 256 x 64 x 64 activations), so the CPU decodes two prompts at a time. Absolute times vary by machine
+#: (a later 2-core machine: ~125 ms per prompt at chunk 2 before the token-major layout of
+#: decoder_layout.py, ~94 ms after; chunk 16: 176 ms), the ordering did not. On accelerators large batches
 #: pay (not measured here: no GPU was available).
 DECODE_CHUNK = {"cpu": 2}
 DEFAULT_DECODE_CHUNK = 64
