@@ -62,6 +62,10 @@ class DataShape:
     def mean_components(self) -> float:
         return float(np.mean(self.components))
 
+    def items_per_slice(self, training_mode: str) -> float:
+        """Training items and decoded prompts per slice: one per structure in box mode, one per slice in automatic."""
+        return self.structures_per_slice if training_mode == "box" else 1.0
+
     def prompts_per_structure(self, modes: list[str], expansions: int) -> float:
         """Unique prompts one structure on one slice gets (zero-shot decodes identical prompts once)."""
         total = 0.0
@@ -158,18 +162,17 @@ def count_work(profile_path: str | Path) -> tuple[str, list[Work], DataShape | N
             val = min(p.max_val_slices or 10**9, train)
             test_cases = min(data.test_cases, p.max_test_cases or data.test_cases)
             test = round(test_cases * data.labelled_slices_per_case)
-            # box mode: one item and one decode per structure and slice; automatic: one per slice
-            per_slice = {"box": data.structures_per_slice, "automatic": 1.0}
             for model in p.models:
                 work.encoder_passes[model] = train + val + test
                 for scope in p.scopes:
                     for method in p.methods:
                         key = (model, scope, method, batch)
                         for mode in p.modes:
-                            items = math.ceil(train * per_slice[mode] / batch)
+                            per_slice = data.items_per_slice(mode)
+                            items = math.ceil(train * per_slice / batch)
                             work.train_steps[key] = work.train_steps.get(key, 0) + epochs * items
                             work.prompts[model] = work.prompts.get(model, 0) + round(
-                                (val * epochs + test) * per_slice[mode])
+                                (val * epochs + test) * per_slice)
         elif name.startswith("05_"):
             test_cases = min(data.test_cases, p.max_test_cases or data.test_cases)
             test = round(test_cases * data.labelled_slices_per_case)
@@ -179,7 +182,7 @@ def count_work(profile_path: str | Path) -> tuple[str, list[Work], DataShape | N
                     for method in p.methods:
                         key = (model, scope, method, p.batch_size)
                         for mode in p.modes:
-                            per_slice = data.structures_per_slice if mode == "box" else 1.0
+                            per_slice = data.items_per_slice(mode)
                             steps_ = sum(math.ceil(k * per_slice / p.batch_size) for k in p.shots)
                             work.train_steps[key] = work.train_steps.get(key, 0) + steps_ * len(p.seeds) * p.max_epochs
                             runs = len(p.shots) * len(p.seeds)

@@ -74,8 +74,7 @@ def run_few_shot(grid: Sequence[GridConfig], params: Any, train_pool: Sequence[S
                                out_dir=checkpoint_dir(checkpoint_root, cfg, settings), device=device, seed=s,
                                cache=cache, use_cache=None if params.use_cache else False, progress=False)
                 context = {"dataset": dataset, "method": "few_shot", "backbone": cfg.model, "scope": cfg.scope,
-                           "peft": cfg.method, "init": loaded.init, "prompt": "box" if cfg.mode == "box" else "none",
-                           "mode": cfg.mode,
+                           "peft": cfg.method, "init": loaded.init, "prompt": cfg.prompt, "mode": cfg.mode,
                            "recipe": recipe.label, "shots": k, "seed": s, "orientation": orientation}
                 frame, _ = evaluate(loaded, test_cases, structures, cfg.mode, context=context, device=device,
                                     cache=cache, nsd_tolerance_mm=params.nsd_tolerance_mm)

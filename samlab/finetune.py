@@ -167,7 +167,7 @@ def run_grid(grid: Sequence[GridConfig], built: Mapping[str, LoadedModel], param
                                              device=device, cache=cache)
         models[cfg.name], runs[cfg.name] = loaded, result
         context = {"dataset": dataset, "method": "finetune", "backbone": cfg.model, "scope": cfg.scope,
-                   "peft": cfg.method, "init": loaded.init, "prompt": "box" if cfg.mode == "box" else "none",
+                   "peft": cfg.method, "init": loaded.init, "prompt": cfg.prompt,
                    "mode": cfg.mode, "recipe": params.training_recipe().label, "seed": params.seed,
                    "orientation": orientation}
         frame, _ = evaluate(loaded, test_cases, structures, cfg.mode, context=context, device=device, cache=cache,

@@ -16,9 +16,9 @@ part is safe by default:
   an in-place update a frozen LiteMedSAM encoder answered with the old weights, 0.67 relative error),
   so the runner watches the parameters' version counters and, once a weight changes (an optimiser
   step), drops its compiled code and runs eagerly from then on (a recompile of the same module would
-  be served the stale graph from Dynamo's code cache, whose guards do not look at weight values). ``torch.compile(options={"freezing":
-  True})`` does *not* turn freezing on (measured: no speed-up, weights not folded); the config is
-  patched around the compiling call instead. Compiled code is kept in a persistent cache
+  be served the stale graph from Dynamo's code cache, whose guards do not look at weight values).
+  ``torch.compile(options={"freezing": True})`` does *not* turn freezing on (measured: no speed-up,
+  weights not folded); the config is patched around the compiling call instead. Compiled code is kept in a persistent cache
   (``~/.cache/samlab/inductor``), and each compile's cost and speed-up are recorded
   (``compile_record.json`` there), so ``auto`` compiles only when the slices still to embed amortise
   the expected compile time; with no record it assumes a cold compile (:data:`COLD_COMPILE_S`), so a

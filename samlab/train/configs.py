@@ -71,6 +71,11 @@ class GridConfig:
         return base if label in (None, "random") else f"{base}@{label}"
 
     @property
+    def prompt(self) -> str:
+        """The results' ``prompt`` for this configuration's test rows: ``box`` (oracle boxes) or ``none`` (automatic)."""
+        return "box" if self.mode == "box" else "none"
+
+    @property
     def paper_name(self) -> str | None:
         """The Table-3 row of the paper this configuration corresponds to (None for ViT-L)."""
         backbone = PAPER_BACKBONE.get(self.model)
