@@ -123,8 +123,6 @@ def data_shape(params) -> DataShape:
 
 def count_work(profile_path: str | Path) -> tuple[str, list[Work], DataShape | None]:
     """The profile's name, each notebook's counted work, and the data's shape."""
-    from .train.recipes import get_recipe as training_recipe
-
     profile, steps = load_profile(profile_path)
     data: DataShape | None = None
     works: list[Work] = []
@@ -155,9 +153,6 @@ def count_work(profile_path: str | Path) -> tuple[str, list[Work], DataShape | N
         elif name.startswith("03_"):
             work.nnunet_iterations = (p.num_epochs or 0) * (p.num_iterations_per_epoch or 0)
         elif name.startswith("04_"):
-            recipe = training_recipe(p.recipe)
-            batch = int(p.recipe_overrides.get("batch_size", recipe.batch_size))
-            epochs = p.max_epochs or recipe.max_epochs
             train = min(p.max_train_slices or 10**9, round(data.train_cases * data.labelled_slices_per_case))
             val = min(p.max_val_slices or 10**9, train)
             test_cases = min(data.test_cases, p.max_test_cases or data.test_cases)
@@ -166,10 +161,12 @@ def count_work(profile_path: str | Path) -> tuple[str, list[Work], DataShape | N
                 work.encoder_passes[model] = train + val + test
                 for scope in p.scopes:
                     for method in p.methods:
-                        key = (model, scope, method, batch)
                         for mode in p.modes:
+                            recipe = p.training_recipe(mode)  # automatic mode may change batch and epochs
+                            key = (model, scope, method, recipe.batch_size)
                             per_slice = data.items_per_slice(mode)
-                            items = math.ceil(train * per_slice / batch)
+                            items = math.ceil(train * per_slice / recipe.batch_size)
+                            epochs = recipe.max_epochs
                             work.train_steps[key] = work.train_steps.get(key, 0) + epochs * items
                             work.prompts[model] = work.prompts.get(model, 0) + round(
                                 (val * epochs + test) * per_slice)
@@ -180,11 +177,12 @@ def count_work(profile_path: str | Path) -> tuple[str, list[Work], DataShape | N
                 work.encoder_passes[model] = sum(p.shots) * len(p.seeds) + test
                 for scope in p.scopes:
                     for method in p.methods:
-                        key = (model, scope, method, p.batch_size)
                         for mode in p.modes:
+                            recipe = p.training_recipe(mode)
+                            key = (model, scope, method, recipe.batch_size)
                             per_slice = data.items_per_slice(mode)
-                            steps_ = sum(math.ceil(k * per_slice / p.batch_size) for k in p.shots)
-                            work.train_steps[key] = work.train_steps.get(key, 0) + steps_ * len(p.seeds) * p.max_epochs
+                            steps_ = sum(math.ceil(k * per_slice / recipe.batch_size) for k in p.shots)
+                            work.train_steps[key] = work.train_steps.get(key, 0) + steps_ * len(p.seeds) * recipe.max_epochs
                             runs = len(p.shots) * len(p.seeds)
                             work.prompts[model] = work.prompts.get(model, 0) + round(runs * test * per_slice)
         elif name.startswith("06_"):

@@ -40,7 +40,7 @@ def k_shot_slices(train_pool: Sequence[SliceRecord], val_pool: Sequence[SliceRec
 
 def run_few_shot(grid: Sequence[GridConfig], params: Any, train_pool: Sequence[SliceRecord],
                  val_pool: Sequence[SliceRecord], test_cases: Sequence[Any], structures: Mapping[str, Sequence[int]],
-                 recipe: Recipe, *, dataset: str, checkpoint_root: str | Path, device: str | torch.device = "cpu",
+                 recipe: Recipe | Mapping[str, Recipe], *, dataset: str, checkpoint_root: str | Path, device: str | torch.device = "cpu",
                  cache: EmbeddingCache | None = None, verbose: bool = True,
                  orientation: str = "as_stored") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every configuration x k x seed: draw k slices, fine-tune from the pretrained weights, test in 3D (notebook 05).
@@ -54,10 +54,16 @@ def run_few_shot(grid: Sequence[GridConfig], params: Any, train_pool: Sequence[S
     :class:`samlab.config.FewShotParams` (shots, seeds, k_val, checkpoints, caching, NSD
     tolerance). Returns the tidy test results (with ``shots`` and ``seed``) and the drawn
     slices of every run (``config``, ``k``, ``seed``, ``train``, ``val``). ``orientation`` (the run's
-    curation setting) is written into every row.
+    curation setting) is written into every row. ``recipe`` is one recipe for every configuration, or
+    one per training mode (:meth:`samlab.config.FewShotParams.training_recipe`).
     """
     frames, picks = [], []
+    recipes = recipe if isinstance(recipe, Mapping) else {c.mode: recipe for c in grid}
+    missing = sorted({c.mode for c in grid} - set(recipes))
+    if missing:
+        raise ValueError(f"run_few_shot: no recipe for training mode(s) {missing}; give one per mode of the grid")
     for cfg in grid:
+        recipe = recipes[cfg.mode]
         for k in params.shots:
             for s in params.seeds:
                 sample = k_shot_slices(train_pool, val_pool, k, seed=s, k_val=params.k_val)

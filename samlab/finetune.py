@@ -90,7 +90,7 @@ def train_configuration(config: GridConfig, loaded: LoadedModel, params: Any, tr
         loaded, record = run_job_distributed(job, params.nproc_per_node, loaded=loaded)
         names = {f.name for f in dataclasses.fields(TrainResult)}
         return loaded, TrainResult(**{k: v for k, v in record.items() if k in names}, checkpoint_dir=Path(out_dir))
-    result = train(loaded, train_slices, val_slices, structures, params.training_recipe(), mode=config.mode,
+    result = train(loaded, train_slices, val_slices, structures, params.training_recipe(config.mode), mode=config.mode,
                    out_dir=out_dir, resume=params.resume, device=device, seed=params.seed,
                    use_cache=None if params.use_cache else False, cache=cache, cache_flips=params.cache_flips,
                    min_object_px=params.min_object_px)
@@ -111,15 +111,16 @@ class GridRun:
         return {name: result.history for name, result in self.runs.items()}
 
 
-def grid_settings(params: Any, train_slices: Sequence[SliceRecord], val_slices: Sequence[SliceRecord]
-                  ) -> dict[str, Any]:
+def grid_settings(params: Any, train_slices: Sequence[SliceRecord], val_slices: Sequence[SliceRecord],
+                  mode: str = "box") -> dict[str, Any]:
     """Everything besides the configuration that defines a grid training run (hashed into its checkpoint folder).
 
     A change to any of these -- recipe, data, caching, process count -- must start a fresh
-    run rather than resume one trained under other settings. The training mode is the
-    configuration's (:func:`init_settings` adds it), so both modes of a grid share these settings.
+    run rather than resume one trained under other settings. The recipe is the one of the
+    configuration's training ``mode`` (automatic mode may change it, ``automatic_overrides``);
+    :func:`init_settings` adds the mode itself.
     """
-    return {"recipe": params.training_recipe().model_dump(mode="json"), "seed": params.seed,
+    return {"recipe": params.training_recipe(mode).model_dump(mode="json"), "seed": params.seed,
             "slices": [(s.case_id, s.z) for s in train_slices], "val": [(s.case_id, s.z) for s in val_slices],
             "cache": params.use_cache, "cache_flips": params.cache_flips, "min_object_px": params.min_object_px,
             "processes": params.nproc_per_node}
@@ -155,7 +156,7 @@ def run_grid(grid: Sequence[GridConfig], built: Mapping[str, LoadedModel], param
     resumes or reloads instead of retraining. ``params`` is a
     :class:`samlab.config.FinetuneParams`. ``orientation`` (the run's curation setting) is written into every row.
     """
-    settings = grid_settings(params, train_slices, val_slices)
+    settings = {mode: grid_settings(params, train_slices, val_slices, mode) for mode in {c.mode for c in grid}}
     runs: dict[str, TrainResult] = {}
     models: dict[str, LoadedModel] = {}
     frames = []
@@ -163,12 +164,12 @@ def run_grid(grid: Sequence[GridConfig], built: Mapping[str, LoadedModel], param
         start = time.perf_counter()
         loaded, result = train_configuration(cfg, built[cfg.name], params, train_slices, val_slices, structures,
                                              checkpoint_dir(checkpoint_root, cfg, init_settings(cfg, built[cfg.name],
-                                                                                               settings)),
+                                                                                               settings[cfg.mode])),
                                              device=device, cache=cache)
         models[cfg.name], runs[cfg.name] = loaded, result
         context = {"dataset": dataset, "method": "finetune", "backbone": cfg.model, "scope": cfg.scope,
                    "peft": cfg.method, "init": loaded.init, "prompt": cfg.prompt,
-                   "mode": cfg.mode, "recipe": params.training_recipe().label, "seed": params.seed,
+                   "mode": cfg.mode, "recipe": params.training_recipe(cfg.mode).label, "seed": params.seed,
                    "orientation": orientation}
         frame, _ = evaluate(loaded, test_cases, structures, cfg.mode, context=context, device=device, cache=cache,
                             nsd_tolerance_mm=params.nsd_tolerance_mm)

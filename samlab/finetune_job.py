@@ -62,7 +62,7 @@ def run_job(job: TrainJob, progress: bool = True) -> dict[str, Any]:
         val_slices = sample_slices(run.load_cases("val"), structures, job.max_val_slices, seed=job.seed)
         config, loaded = _build(job, structures)
         start = time.perf_counter()
-        result = train(loaded, train_slices, val_slices, structures, job.training_recipe(), mode=job.mode,
+        result = train(loaded, train_slices, val_slices, structures, job.training_recipe(job.mode), mode=job.mode,
                        out_dir=job.out_dir, resume=job.resume, device=device, seed=job.seed,
                        use_cache=None if job.use_cache else False, cache=None, cache_flips=job.cache_flips,
                        min_object_px=job.min_object_px, progress=progress, distributed=ctx)

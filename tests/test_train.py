@@ -445,6 +445,29 @@ def test_notebook_parameters_build_the_recipe():
         validate_notebook_parameters("04_finetuning_grid", {"recipe_overrides": {"lrr": 1}})
 
 
+def test_automatic_mode_gets_its_own_recipe_fields_and_says_so():
+    """Automatic mode's fresh class tokens need a higher learning rate than box refinement: its overrides apply
+    to automatic configurations only, and the results' recipe label names what differs from the named recipe."""
+    from samlab.config import FewShotParams, FinetuneParams, ProfileError, validate_notebook_parameters
+
+    params = FinetuneParams(max_epochs=3)
+    box, auto = params.training_recipe("box"), params.training_recipe("automatic")
+    assert (box.lr, box.batch_size, box.max_epochs) == (5e-5, 4, 3)
+    assert (auto.lr, auto.batch_size, auto.max_epochs) == (1e-3, 1, 3)
+    assert box.label == "litemedsam_refine, 3 epochs"
+    assert auto.label == "litemedsam_refine, 3 epochs, lr 0.001, batch 1"
+    longer = FinetuneParams(max_epochs=3, automatic_overrides={"max_epochs": 8}).training_recipe("automatic")
+    assert (longer.lr, longer.max_epochs) == (5e-5, 8)  # an explicit dict replaces the defaults
+    assert FinetuneParams(automatic_overrides={}).training_recipe("automatic") == FinetuneParams().training_recipe()
+    few = FewShotParams(max_epochs=5, batch_size=2)
+    assert few.training_recipe("box").label == "finetune_sam, 5 epochs, batch 2"
+    assert (few.training_recipe("automatic").lr, few.training_recipe("automatic").patience) == (1e-3, None)
+    with pytest.raises(ProfileError, match="lrr"):
+        validate_notebook_parameters("04_finetuning_grid", {"automatic_overrides": {"lrr": 1}})
+    with pytest.raises(ProfileError, match="batch_size"):
+        validate_notebook_parameters("05_few_shot", {"automatic_overrides": {"batch_size": 0}})
+
+
 def test_a_resumed_run_says_so_and_reuses_the_on_disk_embedding_cache(phantom_slices, tmp_path, capsys):
     """Train epoch 1 of 2, stop; a new process (new cache object, same folder) resumes to 2 and says so."""
     out = tmp_path / "ckpt"

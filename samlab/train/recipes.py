@@ -64,9 +64,16 @@ class Recipe(BaseModel):
 
     @property
     def label(self) -> str:
-        """The recipe as the results schema records it: name and epoch budget, because two runs of one
-        recipe with different epoch counts are different conditions (few-shot's "full" point vs the grid)."""
-        return f"{self.name}, {self.max_epochs} epochs"
+        """The recipe as the results schema records it: name, epoch budget, and the learning rate and batch
+        where they differ from the named recipe's, because two runs of one recipe with different epoch counts
+        or step sizes are different conditions (few-shot's "full" point vs the grid; automatic vs box mode)."""
+        base = RECIPES.get(self.name)
+        changed = []
+        if base is not None and self.lr != base.lr:
+            changed.append(f"lr {self.lr:g}")
+        if base is not None and self.batch_size != base.batch_size:
+            changed.append(f"batch {self.batch_size}")
+        return ", ".join([self.name, f"{self.max_epochs} epochs", *changed])
 
     @model_validator(mode="after")
     def _betas_in_range(self) -> "Recipe":
