@@ -1,8 +1,12 @@
-"""The mask decoder's token-major layout (samlab.models.decoder_layout) changes no output bit.
+"""The mask decoder's token-major layout (samlab.models.decoder_layout) changes outputs only by float rounding.
 
 Real LiteMedSAM weights on a phantom slice: boxes, points and multimask outputs are compared with the
-upstream layout exactly (``np.array_equal``), not to a tolerance; the gradients of a decoder-training step
-to float rounding (their sums over the image tokens run in another order).
+upstream layout. Whether they agree bit for bit depends on the CPU's matrix kernels: identical on the Intel
+AVX-512/AMX machine where the fast path was built, different in the last bits (about 1e-6 relative) on an
+AVX2 AMD EPYC, where the contiguous layout takes another GEMM kernel. So outputs are compared to a tolerance
+of float32 rounding (1e-5 relative to the largest logit, a thousand times below any mask decision), and the
+masks themselves (logit > 0) must be identical wherever a logit is not within that tolerance of 0.
+The gradients of a decoder-training step agree to float rounding (sums over the image tokens in another order).
 """
 from __future__ import annotations
 
@@ -54,8 +58,17 @@ def test_decoding_is_bit_identical(litemedsam, slice_and_boxes):
     fast, plain = _decode_both(litemedsam.module.mask_decoder, run)
     assert len(boxes) >= 4
     for a, b in zip(fast, plain):
-        assert np.array_equal(a.logits, b.logits) and np.array_equal(a.iou, b.iou)
+        _assert_equal_to_rounding(a.logits, b.logits)
+        np.testing.assert_allclose(a.iou, b.iou, rtol=1e-5, atol=1e-6)
     assert (fast[0].logits > 0).any()  # real masks, not an all-background pair that agrees trivially
+
+
+def _assert_equal_to_rounding(fast: np.ndarray, plain: np.ndarray) -> None:
+    """Logits equal to float32 rounding, and the same mask wherever a logit is clearly on one side of 0."""
+    tol = 1e-5 * float(np.abs(plain).max())
+    np.testing.assert_allclose(fast, plain, rtol=0, atol=tol)
+    decided = np.abs(plain) > tol
+    assert np.array_equal(fast[decided] > 0, plain[decided] > 0)
 
 
 def test_training_gradients_agree_to_float_rounding(litemedsam, slice_and_boxes):
@@ -79,7 +92,7 @@ def test_training_gradients_agree_to_float_rounding(litemedsam, slice_and_boxes)
         (fast_out, fast_grads), (plain_out, plain_grads) = _decode_both(module.mask_decoder, run)
     finally:
         module.mask_decoder.zero_grad(set_to_none=True)
-    assert torch.equal(fast_out, plain_out)
+    _assert_equal_to_rounding(fast_out.numpy(), plain_out.numpy())
     assert fast_grads.keys() == plain_grads.keys() and len(fast_grads) > 10
     # Gradients sum over the 4096 image tokens in another order: equal to float rounding, not bit for bit
     # (e.g. the key-bias gradients, ~1e-10 -- exactly 0 in exact arithmetic -- differ in their last bits).

@@ -5,9 +5,11 @@ embedding to B x HW x C with ``flatten(2).permute(0, 2, 1)``. On a row-major (NC
 strided, so every add and linear layer of the two-way transformer first copies it; on a 2-core CPU those
 copies and strided adds were ~60 % of a decode (torch profiler, 8 prompts). Handing the transformer its
 inputs in channels_last memory format makes the same view contiguous: one copy per call instead of one per
-operation, and **bit-identical** outputs at inference (checked by ``tests/test_decoder_layout.py`` on
-LiteMedSAM's real weights, measured by ``benchmarks/decoder_layout.py``). In training the gradients agree to
-float rounding only: their sums over the 4096 image tokens run in another order.
+operation, and the same outputs at inference: bit-identical where the CPU's GEMM kernels treat both layouts
+alike (Intel AVX-512/AMX), equal to float32 rounding where they do not (an AVX2 AMD EPYC: up to 9e-6 on logits
+of about 20); checked by ``tests/test_decoder_layout.py`` on LiteMedSAM's real weights, measured by
+``benchmarks/decoder_layout.py``. In training the gradients agree to float rounding: their sums over the 4096
+image tokens run in another order.
 
 Applied by :func:`samlab.models.registry.load_model` to every model it builds, so zero-shot, 3D propagation,
 interactive and training decode the same way. A forward pre-hook keeps the upstream module code untouched.
