@@ -106,6 +106,17 @@ def learning_curve(results: pd.DataFrame, metric: str = "dice", level: str = "3d
     return per_seed.groupby(["config", "shots"])["value"].agg(["mean", "std", "count"]).reset_index()
 
 
+def learning_curve_title(rows: pd.DataFrame, n_seeds: int) -> str:
+    """What the learning curve shows, read from its rows with the report's helpers (data and n, mode, recipe,
+    starting weights), so that it names them exactly as notebook 07's figures do."""
+    from .report.conditions import data_description, modes_text, recipe_text
+
+    inits = ", ".join(str(i) for i in pd.unique(rows["init"]))
+    lines = (f"{data_description(rows, 'test volumes')}, {n_seeds} seed(s): few-shot",
+             f"{modes_text(rows)}; starting weights: {inits}", recipe_text(rows))
+    return "\n".join(line for line in lines if line)
+
+
 def plot_learning_curve(results: pd.DataFrame, metric: str = "dice", level: str = "3d"):
     """Dice against k per configuration (points = seeds, line = mean), the paper's Figure 12 analogue."""
     import matplotlib.pyplot as plt
@@ -119,11 +130,6 @@ def plot_learning_curve(results: pd.DataFrame, metric: str = "dice", level: str 
     ax.set_xlabel("k (training slices, one per volume)")
     ax.set_ylabel(f"{'Dice' if metric == 'dice' else metric.upper()} ({level}, mean over test volumes)")
     ax.set_ylim(0, 1)
-    rows = results[results["metric"] == metric]
-    inits = ", ".join(str(i) for i in pd.unique(rows["init"]))
-    modes = ", ".join(str(m) for m in pd.unique(rows["mode"])) if "mode" in rows else "box"
-    ax.set_title(f"{', '.join(str(d) for d in pd.unique(rows['dataset']))}: few-shot, "
-                 f"n = {rows['subject'].nunique()} test volume(s), {per_seed['seed'].nunique()} seed(s)\n"
-                 f"mode {modes}; starting weights: {inits}", fontsize=9)
+    ax.set_title(learning_curve_title(results[results["metric"] == metric], per_seed["seed"].nunique()), fontsize=9)
     fig.tight_layout()
     return fig

@@ -336,6 +336,20 @@ def compare_structures(finetuned: pd.DataFrame, reference: pd.DataFrame, referen
 
 
 # ------------------------------------------------------------------------------------------- figures
+def grid_bars_title(frame: pd.DataFrame, level: str) -> str:
+    """What :func:`plot_grid_bars` shows, read from its rows: data and n, prompt mode(s), recipe(s).
+
+    The notebook's grid figure once carried only "test DICE (2d, ...)": nothing said phantom or real, how many
+    volumes, which mode or how long it trained -- the facts a reader needs to weigh the bars.
+    """
+    from .report.conditions import data_description, modes_text, recipe_text
+
+    what = data_description(frame, "test volumes")
+    if level == "2d":
+        what += f" ({frame.groupby(['dataset', 'subject', 'slice']).ngroups} slices)"
+    return "\n".join(part for part in (f"{what}; {modes_text(frame)}", recipe_text(frame)) if part)
+
+
 def plot_grid_bars(results: pd.DataFrame, metrics: Sequence[str] = ("dice", "nsd"), level: str = "2d"):
     """Figure-4 analogue: mean test score per configuration, grouped backbone x scope x method.
 
@@ -353,7 +367,8 @@ def plot_grid_bars(results: pd.DataFrame, metrics: Sequence[str] = ("dice", "nsd
         .str.replace("decoder", "Decoder")
     if "mode" in frame and frame["mode"].nunique() > 1:  # one group per mode: never average box and automatic
         frame["group"] = frame["group"] + "\n" + frame["mode"].astype(str)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 4.2), squeeze=False)
+    fig.suptitle(grid_bars_title(frame, level), fontsize=9)
     for i, (ax, metric) in enumerate(zip(axes[0], metrics)):
         sns.barplot(data=frame[frame["metric"] == metric], x="group", y="value", hue="peft",
                     hue_order=[m for m in METHODS if m in set(frame["peft"])], errorbar=("ci", 95), ax=ax)

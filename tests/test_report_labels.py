@@ -241,3 +241,45 @@ def test_fewshot_curve_draws_a_bootstrap_interval_only_from_min_n_subjects(tmp_p
         assert ("no 95 % CI drawn where n < 5" in " ".join(_texts(fig))) is not drawn
     finally:
         plt.close("all")
+
+
+def test_notebook_grid_bars_title_is_read_from_the_rows_it_plots():
+    """Notebook 04's grid figure names data, n, mode and recipe from its rows, not by hand."""
+    from samlab.finetune import plot_grid_bars
+
+    rows = []
+    for i in range(3):
+        for peft in ("vanilla", "lora"):
+            ctx = {"dataset": "PelvisPhantom", "subject": f"case_{i:02d}", "structure": "bladder",
+                   "method": "finetune", "backbone": "litemedsam", "scope": "decoder", "peft": peft,
+                   "init": "litemedsam", "prompt": "none", "mode": "automatic",
+                   "recipe": "litemedsam_refine, 8 epochs, lr 0.001, batch 1"}
+            for z in (2, 5):
+                rows += make_rows({**ctx, "slice": z}, {"dice": 0.8, "nsd": 0.7})
+    fig = plot_grid_bars(to_frame(rows), level="2d")
+    title = fig.get_suptitle()
+    plt.close(fig)
+    assert "PelvisPhantom (synthetic phantom), n = 3 test volumes (6 slices)" in title
+    assert "automatic (no prompt)" in title and "box" not in title
+    assert "litemedsam_refine, 8 epochs, lr 0.001, batch 1" in title
+
+
+def test_fewshot_learning_curve_title_is_read_from_the_rows_it_plots():
+    """Notebook 05's learning curve names data, n, seeds, mode, starting weights and recipe from its rows."""
+    from samlab.fewshot import plot_learning_curve
+
+    rows = []
+    for i in range(2):
+        for shots in (1, 3):
+            for seed in (0, 1):
+                ctx = {"dataset": "PelvisPhantom", "subject": f"case_{i:02d}", "structure": "bladder", "slice": -1,
+                       "method": "finetune", "backbone": "litemedsam", "scope": "decoder", "peft": "lora",
+                       "init": "litemedsam", "prompt": "none", "mode": "automatic", "shots": shots, "seed": seed,
+                       "recipe": "finetune_sam, 6 epochs, lr 0.001, batch 1"}
+                rows += make_rows(ctx, {"dice": 0.5})
+    fig = plot_learning_curve(to_frame(rows))
+    title = fig.axes[0].get_title()
+    plt.close(fig)
+    assert "PelvisPhantom (synthetic phantom), n = 2 test volumes, 2 seed(s): few-shot" in title
+    assert "automatic (no prompt); starting weights: litemedsam" in title and "box" not in title
+    assert "recipe finetune_sam, 6 epochs, lr 0.001, batch 1" in title
