@@ -60,8 +60,8 @@ class CurationParams(_Params):
 
     data_source: Literal["phantom", "nnunet_raw"] = "phantom"
     raw_dir: str | None = Field(None, description="an nnU-Net raw / MSD dataset folder when data_source=nnunet_raw")
-    phantom_cases: int = Field(8, ge=3, le=500)
-    phantom_shape: list[int] = Field(default_factory=lambda: [16, 96, 96], min_length=3, max_length=3)
+    phantom_cases: int = Field(6, ge=3, le=500)
+    phantom_shape: list[int] = Field(default_factory=lambda: [12, 96, 96], min_length=3, max_length=3)
     phantom_spacing: list[float] = Field(default_factory=lambda: [3.0, 1.6, 1.6], min_length=3, max_length=3)
     split_scheme: Literal["pelvic", "finetune_sam"] = "pelvic"
     min_object_px: int = Field(100, ge=0)
@@ -150,7 +150,7 @@ class ZeroShotParams(_Params):
     orientation_sensitivity: bool = Field(True, description="notebook 02's last section: Dice of the same slices "
                                                             "under the 8 in-plane flips/rotations (one encoder pass "
                                                             "per slice and transform)")
-    orientation_slices: int = Field(6, ge=1, description="slices of that section (x 8 encoder passes per model)")
+    orientation_slices: int = Field(2, ge=1, description="slices of that section (x 8 encoder passes per model)")
 
     @field_validator("expansions_px")
     @classmethod
@@ -196,7 +196,7 @@ class VolumePromptingParams(_Params):
 class NnUNetParams(_Params):
     """Notebook 03: the nnU-Net v2 baseline; a named profile of samlab.baselines.nnunet plus overrides."""
 
-    profile: Literal["quick", "paper"] = "quick"
+    profile: Literal["smoke", "quick", "paper"] = "smoke"  # smoke: quick cut to 2 x 15 iterations
     configuration: Literal["2d", "3d_fullres", "3d_lowres"] | None = None
     num_epochs: int | None = Field(None, ge=1)
     num_iterations_per_epoch: int | None = Field(None, ge=1)
@@ -258,12 +258,12 @@ class FinetuneParams(_Params):
         description="training modes, each a grid of its own: automatic (prompt-free, the 18-config study's main "
                     "setting) and/or box (one box-prompted mask per structure)")
     recipe: Literal["litemedsam_refine", "finetune_sam"] = "litemedsam_refine"
-    max_epochs: int | None = Field(3, ge=1, description="overrides the recipe's maximum epochs (None: the recipe's)")
+    max_epochs: int | None = Field(2, ge=1, description="overrides the recipe's maximum epochs (None: the recipe's)")
     recipe_overrides: dict[str, Any] = Field(default_factory=dict, description="other recipe fields to change")
     automatic_overrides: dict[str, Any] = Field(default_factory=_automatic_defaults,
                                                 description=AUTOMATIC_OVERRIDES_HELP)
-    max_train_slices: int | None = Field(10, ge=1, description="seeded subsample of training slices (None: all)")
-    max_val_slices: int | None = Field(4, ge=1)
+    max_train_slices: int | None = Field(6, ge=1, description="seeded subsample of training slices (None: all)")
+    max_val_slices: int | None = Field(3, ge=1)
     max_test_cases: int | None = Field(None, ge=1)
     min_object_px: int = Field(0, ge=0, description="drop training objects smaller than this (pixels)")
     use_cache: bool = True
@@ -326,11 +326,11 @@ class FewShotParams(_Params):
         default_factory=lambda: ["box"], min_length=1,
         description="training modes: automatic (prompt-free, the paper's few-shot setting) and/or box")
     _distinct_modes = field_validator("modes")(classmethod(lambda cls, v: _distinct_modes(v)))
-    shots: list[int] = Field(default_factory=lambda: [1, 5], min_length=1)
+    shots: list[int] = Field(default_factory=lambda: [1, 3], min_length=1)
     k_val: int | None = Field(1, ge=1, description="validation slices (None: same as k)")
     seeds: list[int] = Field(default_factory=lambda: [0, 1], min_length=1)
     recipe: Literal["finetune_sam", "litemedsam_refine"] = "finetune_sam"
-    max_epochs: int = Field(8, ge=1, description="the paper's few-shot recipe runs up to 1000 epochs")
+    max_epochs: int = Field(6, ge=1, description="the paper's few-shot recipe runs up to 1000 epochs")
     batch_size: int = Field(2, ge=1)
     warmup_iters: int = Field(
         0, ge=0, description="linear warm-up steps; the recipe's 200 would never end in a few-step CPU run")
@@ -397,7 +397,7 @@ class InteractiveParams(_Params):
     max_components: int = Field(4, ge=1, le=6)
     split: Literal["train", "val", "test", "all"] = "test"
     max_cases: int | None = Field(None, ge=1)
-    slices_per_case: int | None = Field(4, ge=1)
+    slices_per_case: int | None = Field(2, ge=1)
     metrics: list[Literal["dice", "nsd", "hd95"]] = Field(default_factory=lambda: ["dice"], min_length=1)
     nsd_tolerance_mm: float = Field(2.0, gt=0)
     device: Device = "auto"
@@ -406,7 +406,7 @@ class InteractiveParams(_Params):
     demo_structure: str | None = None
     demo_slice: int | None = Field(None, ge=0)
     corrective3d: bool = Field(True, description="the 3D corrective loop and its clicks-to-target curve")
-    corrective3d_budget: int = Field(6, ge=1, le=200, description="prompts per volume, the 3D box included")
+    corrective3d_budget: int = Field(4, ge=1, le=200, description="prompts per volume, the 3D box included")
     corrective3d_kinds: list[Literal["box", "point"]] = Field(default_factory=lambda: ["box", "point"], min_length=1)
     corrective3d_patience: int = Field(2, ge=1)
     corrective3d_margin_frame: Literal["image", "model"] = "model"
@@ -427,8 +427,8 @@ class PretrainParams(_Params):
         default_factory=lambda: ["train"], min_length=1,
         description="curated volumes whose images phase 1 reads (labels unused); the paper: training images only")
     extra_image_dirs: list[str] = Field(default_factory=list, description="image-only folders (PNG/JPEG/npy/NIfTI)")
-    max_slices: int | None = Field(16, ge=1, description="seeded subset of the unlabelled slices (None: all)")
-    mae_steps: int = Field(10, ge=1)
+    max_slices: int | None = Field(8, ge=1, description="seeded subset of the unlabelled slices (None: all)")
+    mae_steps: int = Field(4, ge=1)
     mae_batch_size: int = Field(1, ge=1)
     mae_accumulate: int = Field(1, ge=1, description="micro-batches per optimiser step (the paper: 16)")
     mask_ratio: float = Field(0.75, gt=0, lt=1)
@@ -441,8 +441,8 @@ class PretrainParams(_Params):
     phase2_scope: Literal["decoder", "encoder_decoder"] = "decoder"
     phase2_method: Literal["vanilla", "lora", "adapter"] = "vanilla"
     phase2_max_epochs: int = Field(2, ge=1)
-    max_train_slices: int | None = Field(10, ge=1)
-    max_val_slices: int | None = Field(4, ge=1)
+    max_train_slices: int | None = Field(6, ge=1)
+    max_val_slices: int | None = Field(3, ge=1)
     max_test_cases: int | None = Field(1, ge=1)
     device: Device = "auto"
 

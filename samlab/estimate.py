@@ -151,7 +151,11 @@ def count_work(profile_path: str | Path) -> tuple[str, list[Work], DataShape | N
                 work.encoder_passes[model] = slices
                 work.prompts[model] = round(slices * data.structures_per_slice * per_structure)
         elif name.startswith("03_"):
-            work.nnunet_iterations = (p.num_epochs or 0) * (p.num_iterations_per_epoch or 0)
+            from .baselines.nnunet.profiles import PROFILES as NNUNET_PROFILES  # pydantic only: light
+
+            named = NNUNET_PROFILES[p.profile]  # None: the named profile's own schedule
+            work.nnunet_iterations = ((p.num_epochs or named.num_epochs) *
+                                      (p.num_iterations_per_epoch or named.num_iterations_per_epoch))
         elif name.startswith("04_"):
             train = min(p.max_train_slices or 10**9, round(data.train_cases * data.labelled_slices_per_case))
             val = min(p.max_val_slices or 10**9, train)

@@ -31,7 +31,7 @@ notebooks:
 """
 
 
-N_CASES = 3  # of the 6 shared volumes: LiteMedSAM encodes every labelled slice (~28 per case) on the CPU
+N_CASES = 2  # of the 6 shared volumes: LiteMedSAM encodes every labelled slice (~28 per case) on the CPU
 
 
 def _user_copy(tmp: Path) -> tuple[Path, list[str]]:

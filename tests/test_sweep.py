@@ -320,13 +320,14 @@ def _kill_tree(pid: int) -> None:
 
 @pytest.mark.slow
 def test_killed_sweep_resumes_only_missing_jobs_and_matches_a_single_process_run(tmp_path, monkeypatch):
-    # expansions [0] vs [0, 5]: notebook 02's figures need the unexpanded oracle box in every run
-    path = _grid(tmp_path, WITH_RESULTS, {"seed": [0, 1], "02_zero_shot_probing.expansions_px": [[0], [0, 5]]})
+    # Two jobs, the first launch with one worker: killed as soon as job 1 is done, while job 2 runs. (Four jobs
+    # on two workers tested the same path at twice the cost: two or three of them ran twice.)
+    path = _grid(tmp_path, WITH_RESULTS, {"seed": [0, 1]})
     root = tmp_path / "runs"
     sweep_dir = root / "tiny-sweep"
     log = (tmp_path / "first.log").open("w")
     first = subprocess.Popen([sys.executable, "-m", "samlab.cli", "sweep", str(path), "--runs-root", str(root),
-                              "--workers", "2", "--quiet"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                              "--workers", "1", "--quiet"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 420
         while not list(sweep_dir.glob(f"jobs/*/{DONE_MARKER}")):
@@ -338,7 +339,7 @@ def test_killed_sweep_resumes_only_missing_jobs_and_matches_a_single_process_run
         log.close()
     done_before = {p.parent.name for p in sweep_dir.glob(f"jobs/*/{DONE_MARKER}")}
     all_jobs = {p.stem for p in (sweep_dir / "profiles").glob("*.yaml")}
-    assert len(all_jobs) == 4 and 1 <= len(done_before) < 4, done_before
+    assert len(all_jobs) == 2 and len(done_before) == 1, done_before
     stamps = {n: ((sweep_dir / "jobs" / n / DONE_MARKER).stat().st_mtime_ns,
                   (sweep_dir / "jobs" / n / "run.json").stat().st_mtime_ns) for n in done_before}
 
@@ -354,7 +355,6 @@ def test_killed_sweep_resumes_only_missing_jobs_and_matches_a_single_process_run
     for name, rows in merged.groupby(RUN_COLUMN):
         job = next(j for j in report.jobs if j.name == name)
         assert (rows["sweep.seed"] == job.overrides["seed"]).all() and (rows["seed"] == job.overrides["seed"]).all()
-        assert rows["prompt"].str.contains(r"\+5px").any() == (5 in job.overrides["02_zero_shot_probing.expansions_px"])
         assert rows["prompt"].str.fullmatch("oracle_box").any()
     assert set(merged["metric"]) >= {"dice", "hd95"}
 

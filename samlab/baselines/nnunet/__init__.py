@@ -8,7 +8,7 @@ the baseline is the one the field knows.
 
 One file per job, imports pointing down the list:
 
-* :mod:`.profiles` -- :class:`NnUNetProfile`, the named ``quick``/``paper`` settings;
+* :mod:`.profiles` -- :class:`NnUNetProfile`, the named ``smoke``/``quick``/``paper`` settings;
 * :mod:`.layout` -- :class:`NnUNetRun`, the run directory's paths and manifests;
 * :mod:`.export` -- the raw dataset + the study's split (via :mod:`samlab.data.splits`) to nnU-Net's layout;
 * :mod:`.pipeline` -- plan/preprocess, train, predict, each in a worker subprocess
