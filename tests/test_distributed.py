@@ -66,6 +66,7 @@ def _max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> f
     return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_two_torchrun_processes_train_the_weights_of_one_process(curated_run, monkeypatch):
     for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):

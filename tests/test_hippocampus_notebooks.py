@@ -55,6 +55,7 @@ def _printed(notebook: Path) -> str:
     return "".join("".join(o.get("text", "")) for c in cells for o in c.get("outputs", []))
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_notebooks_01_02_score_every_hippocampus_case(tmp_path):
     if not (HIPPOCAMPUS / "dataset.json").is_file():

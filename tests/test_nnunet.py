@@ -291,6 +291,7 @@ def _iou(a, b) -> float:
     return inter / (area(a) + area(b) - inter)
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_quick_profile_trains_resumes_predicts(tmp_path):
     src = write_phantom_dataset(tmp_path / "src", n_cases=6, seed=0, shape=(16, 64, 64), spacing=(3.0, 2.4, 2.4))

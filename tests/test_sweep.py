@@ -318,6 +318,7 @@ def _kill_tree(pid: int) -> None:
     psutil.wait_procs(procs, timeout=30)
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_killed_sweep_resumes_only_missing_jobs_and_matches_a_single_process_run(tmp_path, monkeypatch):
     # Two jobs, the first launch with one worker: killed as soon as job 1 is done, while job 2 runs. (Four jobs
