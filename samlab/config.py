@@ -440,6 +440,9 @@ class PretrainParams(_Params):
     supsam_max_slices: int | None = Field(8, ge=1)
     phase2_scope: Literal["decoder", "encoder_decoder"] = "decoder"
     phase2_method: Literal["vanilla", "lora", "adapter"] = "vanilla"
+    phase2_modes: list[Literal["automatic", "box"]] = Field(
+        default_factory=lambda: ["box"], min_length=1,
+        description="phase-2 training modes, each trained from every starting weight (as notebook 04's modes)")
     phase2_max_epochs: int = Field(2, ge=1)
     max_train_slices: int | None = Field(6, ge=1)
     max_val_slices: int | None = Field(3, ge=1)

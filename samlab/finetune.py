@@ -350,15 +350,22 @@ def grid_bars_title(frame: pd.DataFrame, level: str) -> str:
     return "\n".join(part for part in (f"{what}; {modes_text(frame)}", recipe_text(frame)) if part)
 
 
-def plot_grid_bars(results: pd.DataFrame, metrics: Sequence[str] = ("dice", "nsd"), level: str = "2d"):
+def plot_grid_bars(results: pd.DataFrame, metrics: Sequence[str] = ("dice", "nsd"), level: str = "2d",
+                   min_n: int | None = None):
     """Figure-4 analogue: mean test score per configuration, grouped backbone x scope x method.
 
     ``level="2d"`` averages per-slice scores (the 18-configuration study's unit), ``"3d"`` per-volume ones.
-    Bars: method (V/A/L) within backbone x scope groups; error bars: 95 % CI over rows (seaborn).
+    Bars: method (V/A/L) within backbone x scope groups. Error bars (seaborn's 95 % CI over the rows) only
+    when the rows come from at least ``min_n`` test volumes (default: the statistics' minimum n): slices of
+    two volumes are not 24 independent samples, and a CI drawn from them pretends to a precision the run
+    does not have. The panel title says which it drew.
     """
     import matplotlib.pyplot as plt
     import seaborn as sns
 
+    from .stats import DEFAULT_MIN_N
+
+    min_n = DEFAULT_MIN_N if min_n is None else min_n
     frame = results[(results["slice"] >= 0) if level == "2d" else (results["slice"] == -1)]
     frame = frame[frame["metric"].isin(metrics)].copy()
     if frame.empty:
@@ -367,12 +374,17 @@ def plot_grid_bars(results: pd.DataFrame, metrics: Sequence[str] = ("dice", "nsd
         .str.replace("decoder", "Decoder")
     if "mode" in frame and frame["mode"].nunique() > 1:  # one group per mode: never average box and automatic
         frame["group"] = frame["group"] + "\n" + frame["mode"].astype(str)
+    n_volumes = frame.groupby(["dataset", "subject"]).ngroups
+    with_ci = n_volumes >= min_n
+    unit = "slices" if level == "2d" else "volumes"
+    interval = f"95 % CI over {unit}" if with_ci else f"no CI: n = {n_volumes} volume(s) < {min_n}"
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 4.2), squeeze=False)
     fig.suptitle(grid_bars_title(frame, level), fontsize=9)
     for i, (ax, metric) in enumerate(zip(axes[0], metrics)):
         sns.barplot(data=frame[frame["metric"] == metric], x="group", y="value", hue="peft",
-                    hue_order=[m for m in METHODS if m in set(frame["peft"])], errorbar=("ci", 95), ax=ax)
-        ax.set_title(f"test {metric.upper()} ({level}, mean, 95 % CI)")
+                    hue_order=[m for m in METHODS if m in set(frame["peft"])],
+                    errorbar=("ci", 95) if with_ci else None, ax=ax)
+        ax.set_title(f"test {metric.upper()} ({level}, mean; {interval})", fontsize=9)
         ax.set_xlabel("")
         ax.set_ylabel(metric)
         ax.set_ylim(0, 1)
@@ -434,6 +446,15 @@ def _metric_rows(results: pd.DataFrame, metric: str, level: str, purpose: str) -
     return frame
 
 
+def _configuration_names(frame: pd.DataFrame, separator: str) -> pd.Series:
+    """``backbone-scope-peft`` per row, plus the training mode when the rows hold several: a box-prompted
+    and a prompt-free model of the same configuration are two models, never averaged together."""
+    names = frame["backbone"].astype(str) + separator + frame["scope"].astype(str) + "-" + frame["peft"].astype(str)
+    if "mode" in frame and frame["mode"].nunique() > 1:
+        names = names + " (" + frame["mode"].astype(str) + ")"
+    return names
+
+
 def compare_inits(results: pd.DataFrame, metric: str = "dice", level: str = "3d") -> pd.DataFrame:
     """Per configuration (backbone-scope-peft), the mean test ``metric`` from each starting weight, and the difference.
 
@@ -442,8 +463,7 @@ def compare_inits(results: pd.DataFrame, metric: str = "dice", level: str = "3d"
     are used (paired on the same volumes); ``n`` counts them.
     """
     frame = _metric_rows(results, metric, level, "to compare starting weights on")
-    frame["configuration"] = frame["backbone"].astype(str) + "-" + frame["scope"].astype(str) + "-" \
-        + frame["peft"].astype(str)
+    frame["configuration"] = _configuration_names(frame, "-")
     inits = list(pd.unique(frame["init"].astype(str)))
     base = _base_init(inits)
     per_subject = frame.groupby(["configuration", "init", "subject"])["value"].mean().reset_index()
@@ -469,8 +489,7 @@ def plot_init_comparison(results: pd.DataFrame, metric: str = "dice", level: str
     import seaborn as sns
 
     frame = _metric_rows(results, metric, level, "to plot")
-    frame["configuration"] = frame["backbone"].astype(str) + "\n" + frame["scope"].astype(str) + "-" \
-        + frame["peft"].astype(str)
+    frame["configuration"] = _configuration_names(frame, "\n")
     per_subject = frame.groupby(["configuration", "init", "subject"])["value"].mean().reset_index()
     inits = list(pd.unique(frame["init"].astype(str)))
     fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * per_subject["configuration"].nunique() + 2.5), 3.8))

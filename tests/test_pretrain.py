@@ -237,3 +237,23 @@ def test_grid_names_and_init_comparison_read_the_init_column():
     assert row["sslsam:enc - litemedsam"] == pytest.approx(0.1)
     legacy = frame.assign(init="pretrained")
     assert set(config_label(legacy)) == {"litemedsam-decoder-lora"}
+
+
+def test_init_comparison_keeps_training_modes_apart():
+    """A box-prompted and a prompt-free model of one configuration are two rows, never averaged together."""
+    import pandas as pd
+
+    from samlab.finetune import compare_inits
+
+    rows = []
+    for mode, base in (("box", 0.8), ("automatic", 0.2)):
+        for init, shift in (("litemedsam", 0.0), ("sslsam:enc", 0.05 if mode == "box" else -0.1)):
+            for subject in ("a", "b"):
+                rows.append({"dataset": "P", "subject": subject, "slice": -1, "structure": "s",
+                             "backbone": "litemedsam", "scope": "decoder", "peft": "vanilla", "init": init,
+                             "mode": mode, "metric": "dice", "value": base + shift})
+    table = compare_inits(pd.DataFrame(rows))
+    assert sorted(table.index) == ["litemedsam-decoder-vanilla (automatic)", "litemedsam-decoder-vanilla (box)"]
+    assert table.loc["litemedsam-decoder-vanilla (box)", "sslsam:enc - litemedsam"] == pytest.approx(0.05)
+    assert table.loc["litemedsam-decoder-vanilla (automatic)", "litemedsam"] == pytest.approx(0.2)
+    assert table.loc["litemedsam-decoder-vanilla (automatic)", "sslsam:enc - litemedsam"] == pytest.approx(-0.1)

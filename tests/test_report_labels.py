@@ -264,6 +264,43 @@ def test_notebook_grid_bars_title_is_read_from_the_rows_it_plots():
     assert "litemedsam_refine, 8 epochs, lr 0.001, batch 1" in title
 
 
+@pytest.mark.parametrize("min_n, drawn", [(5, False), (3, True)])
+def test_notebook_grid_bars_draw_a_ci_only_from_min_n_test_volumes(min_n, drawn):
+    """Three volumes' slices get error bars only when the minimum n allows three; the panel says which."""
+    from samlab.finetune import plot_grid_bars
+
+    rows = []
+    for i in range(3):
+        for peft in ("vanilla", "lora"):
+            ctx = {"dataset": "PelvisPhantom", "subject": f"case_{i:02d}", "structure": "bladder",
+                   "method": "finetune", "backbone": "litemedsam", "scope": "decoder", "peft": peft,
+                   "init": "litemedsam", "prompt": "box", "mode": "box", "recipe": "litemedsam_refine"}
+            for z in (2, 5):
+                rows += make_rows({**ctx, "slice": z}, {"dice": 0.5 + 0.1 * i + 0.05 * z, "nsd": 0.7})
+    fig = plot_grid_bars(to_frame(rows), level="2d", min_n=min_n)
+    try:
+        ax = fig.axes[0]
+        error_bars = [line for line in ax.lines if len(line.get_ydata()) == 2
+                      and abs(line.get_ydata()[1] - line.get_ydata()[0]) > 0]
+        assert bool(error_bars) is drawn
+        title = ax.get_title()
+        assert ("95 % CI over slices" in title) is drawn
+        assert ("no CI: n = 3 volume(s) < 5" in title) is not drawn
+    finally:
+        plt.close(fig)
+
+
+def test_data_description_says_one_volume_in_the_singular():
+    from samlab.report.conditions import data_description
+
+    one = to_frame(make_rows({"dataset": "PelvisPhantom", "subject": "case_00", "structure": "bladder", "slice": -1,
+                              "method": "finetune"},
+                             {"dice": 0.5}))
+    assert data_description(one, "test volumes").endswith("n = 1 test volume")
+    two = pd.concat([one, one.assign(subject="case_01")])
+    assert data_description(two, "test volumes").endswith("n = 2 test volumes")
+
+
 def test_fewshot_learning_curve_title_is_read_from_the_rows_it_plots():
     """Notebook 05's learning curve names data, n, seeds, mode, starting weights and recipe from its rows."""
     from samlab.fewshot import plot_learning_curve
@@ -283,3 +320,41 @@ def test_fewshot_learning_curve_title_is_read_from_the_rows_it_plots():
     assert "PelvisPhantom (synthetic phantom), n = 2 test volumes, 2 seed(s): few-shot" in title
     assert "automatic (no prompt); starting weights: litemedsam" in title and "box" not in title
     assert "recipe finetune_sam, 6 epochs, lr 0.001, batch 1" in title
+
+
+def test_tables_by_init_lay_out_the_grid_per_starting_weight_like_tables_9_to_11(tmp_path):
+    """One block per starting weight: structures then the average as rows, scope x method x metric as columns,
+    the paper's table named for SupSAM / SSLSAM and none for the model's own weights; means by hand."""
+    rows = []
+    values = {("litemedsam", "vanilla"): 0.50, ("litemedsam", "lora"): 0.60,
+              ("sslsam:runs/x/sslsam.pt", "vanilla"): 0.70, ("sslsam:runs/x/sslsam.pt", "lora"): 0.80}
+    for i in range(3):
+        for (init, peft), base in values.items():
+            for structure, offset in (("bladder", 0.1), ("rectum", -0.1)):
+                ctx = {"dataset": "PelvisPhantom", "subject": f"case_{i:02d}", "structure": structure, "slice": 4,
+                       "method": "finetune", "backbone": "litemedsam", "scope": "decoder", "peft": peft,
+                       "init": init, "prompt": "none", "mode": "automatic", "recipe": "litemedsam_refine"}
+                rows += make_rows(ctx, {"dice": base + offset + 0.01 * i, "nsd": base})
+    write_results(to_frame(rows), tmp_path / "results" / "pretraining.parquet")
+    report = build_report(tmp_path, StatisticsParams(n_resamples=200, parameter_table=False, metrics=["dice", "nsd"]),
+                          verbose=False)
+    plt.close("all")
+    table = report.tables["finetune_tables9_11_by_init"]
+    assert table["init"].tolist() == ["litemedsam"] * 3 + ["sslsam:runs/x/sslsam.pt"] * 3
+    assert table["structure"].tolist() == ["bladder", "rectum", "Average"] * 2
+    assert set(table["level"]) == {"2d"} and set(table["source"]) == {"pretraining"}
+    assert table["paper_table"].tolist()[:3] == [""] * 3
+    assert all(t.startswith("Table 11 (SSLSAM") for t in table["paper_table"][3:])
+    assert table["data"].iloc[0] == "PelvisPhantom (synthetic phantom)"
+    ssl = table[table["init"].str.startswith("sslsam")].set_index("structure")
+    # bladder, SSLSAM + LoRA: 0.80 + 0.1 + mean(0, 0.01, 0.02) over the 3 slices
+    assert ssl.loc["bladder", "litemedsam Decoder L DSC"] == pytest.approx(0.91)
+    assert ssl.loc["rectum", "litemedsam Decoder V DSC"] == pytest.approx(0.61)
+    assert ssl.loc["Average", "litemedsam Decoder V DSC"] == pytest.approx(0.71)  # per subject over structures
+    assert ssl.loc["Average", "litemedsam Decoder V NSD"] == pytest.approx(0.70)
+    assert ssl.loc["Average", "n"] == 3 and ssl.loc["bladder", "n"] == 3
+    comparisons = report.tables["comparisons"]
+    phase2 = comparisons[comparisons["family"] == "pre-training phase 2: initial weights"]
+    assert len(phase2) and set(phase2["n"]) == {3}  # SSLSAM vs LiteMedSAM weights, per configuration, paired
+    assert not phase2["tested"].any()  # 3 volumes < the minimum n of 5: effect and CI only, no test
+    assert "effects_pre_training_phase_2_initial_weights" in report.figures

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from .comparisons import Comparison, paired_comparison, plan_comparisons, run_comparisons
 from .conditions import MEAN_ROW, RESULT_FILES, StudyResults, condition_label, load_results, results_overview, select
-from .tables import condition_summary, pelvic_table1, recommendations, table3_parameters
+from .tables import condition_summary, pelvic_table1, recommendations, table3_parameters, tables_by_init
 from .writer import Report, build_report, display_output, display_outputs, regenerate, write_report
 
 __all__ = [
     "MEAN_ROW", "RESULT_FILES", "StudyResults", "Comparison", "Report", "load_results", "condition_label", "select",
     "plan_comparisons", "paired_comparison", "run_comparisons", "condition_summary", "pelvic_table1",
-    "recommendations", "table3_parameters", "build_report", "write_report", "regenerate", "display_output",
+    "recommendations", "table3_parameters", "tables_by_init", "build_report", "write_report", "regenerate", "display_output",
     "display_outputs", "results_overview",
 ]

@@ -140,6 +140,10 @@ def plan_comparisons(frame: pd.DataFrame) -> tuple[list[Comparison], list[str]]:
                 plan.append(Comparison("fine-tuning: best configuration vs nnU-Net (18-config Fig. 4, right)", best, ref))
     if not ft:
         notes.append("no fine-tuning results: pelvic Fig. 4, the grid figure and its contrasts are skipped")
+    # ---- phase 2 of the pre-training scenarios (notebook 08): the same configuration from each starting weight
+    # (the 18-config paper's Figs 6-8: SupSAM / MedSAM / SSLSAM against the original weights)
+    plan += _factor_contrasts([c for c in by_source.get("pretraining", []) if c["method"] != "nnunet"],
+                              "pre-training phase 2")
 
     # ---- few-shot: contrasts within each k, more shots vs fewer, SAM vs nnU-Net at the same k
     fs = by_source.get("fewshot", [])

@@ -108,6 +108,8 @@ def data_description(rows: pd.DataFrame, unit: str = "volumes") -> str:
     names = [str(d) for d in pd.unique(rows["dataset"])]
     kinds = ["synthetic phantom" if is_phantom(d) else "real" for d in names]
     n = rows.groupby(["dataset", "subject"]).ngroups
+    if n == 1 and unit.endswith("s"):  # "n = 1 test volume", not "1 test volumes"
+        unit = unit[:-1]
     return ", ".join(f"{d} ({k})" for d, k in zip(names, kinds)) + f", n = {n} {unit}"
 
 

@@ -1,4 +1,5 @@
-"""The papers' tables rebuilt from our results: pelvic Table 1, Table 4 (recommendations), Table 3.
+"""The papers' tables rebuilt from our results: pelvic Table 1, Table 4 (recommendations), Tables 9-11
+(the grid by starting weights), Table 3.
 
 Why here: each table is a claim about the study placed beside a published one, so each is
 built from the rows only (:func:`condition_summary` feeds the bar figures too) and the
@@ -18,7 +19,8 @@ from ..stats import DEFAULT_MIN_N, bootstrap_ci, pair_up, paired_test, quiet
 from .conditions import (CONDITION_COLUMNS, GRID_LEVELS, MEAN_ROW, PAPER_RECOMMENDATIONS, PAPER_RECOMMENDATIONS_DATA,
                          PELVIC_LEVELS,
                          _DEFAULT_INITS, at_level, condition_label, conditions, data_description, is_phantom,
-                         level_of, mean_metric, modes_text, prompt_name, recipe_text, select, subject_means)
+                         level_of, mean_metric, modes_text, pick_level, prompt_name, recipe_text, select,
+                         structure_name, subject_means)
 
 def _ci(values: np.ndarray, confidence: float, n_resamples: int, seed: int) -> tuple[float, float]:
     values = values[np.isfinite(values)]
@@ -270,6 +272,62 @@ def recommendations(frame: pd.DataFrame, metric: str = "dice", alpha: float = 0.
         record["paper_data"] = PAPER_RECOMMENDATIONS_DATA if paper_key else ""
         records.append(record)
     return pd.DataFrame.from_records(records), notes
+
+
+#: The 18-configuration paper's table of the grid trained from each starting weight (Tables 9-11), by the
+#: prefix of samlab's ``init`` value; a starting weight the paper has no table for gets none.
+PAPER_INIT_TABLES = {"supsam": "Table 9 (SupSAM: task-expansive prompt-based pre-training)",
+                     "medsam": "Table 10 (MedSAM weights)",
+                     "sslsam": "Table 11 (SSLSAM: MAE pre-training)"}
+_PAPER_INIT_DATA = "paper: 17 real datasets, DSC/NSD in % (Gu et al.); only the pattern is comparable"
+_GRID_SOURCES = ("finetune", "pretraining")
+_GRID_METRICS = {"dice": "DSC", "nsd": "NSD"}
+
+
+def tables_by_init(summary: pd.DataFrame) -> pd.DataFrame:
+    """Tables 9-11 of the 18-configuration paper, from our summary: per starting weight (``init``) and
+    training mode, the mean DSC and NSD of every configuration (columns: scope x method x metric, the
+    paper's layout) for each structure (the paper's rows are datasets) and their average.
+
+    Why: the paper judges a pre-training scenario (SupSAM, MedSAM, SSLSAM) by the same grid trained from
+    its weights; a reader compares blocks of this table, and Figures 6-8's differences are the
+    ``fine-tuning: initial weights`` comparisons (tested, with CIs) of the report's effects figures.
+    Values are means in [0, 1] (the paper prints percentages) at the grid's level (2D slices when the
+    rows have them, as in the paper); ``n`` is the number of values behind each mean (the smallest over
+    the block's cells: subjects for the average row, slices or subjects for a structure). Rows from
+    notebook 04 (``finetune``) and notebook 08's phase 2 (``pretraining``) are kept apart by ``source``.
+    """
+    if summary.empty:
+        return pd.DataFrame()
+    rows = summary[summary["source"].isin(_GRID_SOURCES) & (summary["method"] != "nnunet") & (summary["scope"] != "")
+                   & summary["metric"].isin(list(_GRID_METRICS)) & (summary["shots"] < 0)]
+    rows, level = pick_level(rows, GRID_LEVELS)
+    if rows.empty:
+        return pd.DataFrame()
+    records = []
+    for (source, init, mode), block in rows.groupby(["source", "init", "mode"], sort=False):
+        prefix = str(init).split(":", 1)[0]
+        base = {"source": source, "init": init, "paper_table": PAPER_INIT_TABLES.get(prefix, ""), "mode": mode,
+                "level": level, "data": ", ".join(f"{d} ({'synthetic phantom' if is_phantom(d) else 'real'})"
+                                                  for d in pd.unique(block["dataset"])),
+                "paper_data": _PAPER_INIT_DATA if prefix in PAPER_INIT_TABLES else ""}
+        for structure, cells in block.groupby("structure", sort=False):
+            record = {**base, "structure": "Average" if structure == MEAN_ROW else structure_name(structure),
+                      "n": int(cells["n"].min())}
+            for cell in cells.itertuples(index=False):
+                scope = _SCOPE_TABLE_NAMES.get(str(cell.scope), str(cell.scope))
+                column = f"{cell.backbone} {scope} {_PEFT_LETTERS.get(str(cell.peft), str(cell.peft))} " \
+                         f"{_GRID_METRICS[cell.metric]}"
+                record[column] = round(float(cell.mean), 4) if np.isfinite(cell.mean) else np.nan
+            records.append(record)
+    table = pd.DataFrame.from_records(records)
+    average_last = table["structure"].eq("Average")
+    return pd.concat([table[~average_last], table[average_last]]).sort_values(
+        ["source", "init", "mode"], kind="stable").reset_index(drop=True)
+
+
+_SCOPE_TABLE_NAMES = {"decoder": "Decoder", "encoder_decoder": "En/Decoder"}
+_PEFT_LETTERS = {"vanilla": "V", "adapter": "A", "lora": "L"}
 
 
 def _table3_key() -> str:

@@ -20,7 +20,7 @@ from ..io import InputFileError, atomic_path, read_json, write_json_atomic, writ
 from .comparisons import plan_comparisons, run_comparisons
 from .conditions import StudyResults, load_results
 from .figures import report_figures
-from .tables import condition_summary, pelvic_table1, recommendations, table3_parameters
+from .tables import condition_summary, pelvic_table1, recommendations, table3_parameters, tables_by_init
 
 # =========================================================================== report
 
@@ -96,6 +96,9 @@ def _build_into(report: Report, study: StudyResults, params: Any, say: Any, tabl
         rank_metric = "dice" if "dice" in set(frame["metric"]) else str(frame["metric"].iloc[0])
         if len(table4):
             report.tables["finetune_table4_recommendations"] = table4
+        by_init = tables_by_init(summary)
+        if len(by_init):
+            report.tables["finetune_tables9_11_by_init"] = by_init
         figures = report_figures(frame, comparisons, summary, plan_by_name, rank_metric, params)
         for name, fig in figures.items():
             if fig is not None:
