@@ -362,3 +362,38 @@ def test_quick_profile_trains_resumes_predicts(tmp_path):
             ious.append(_iou(tuple(gt_whole.loc[z, cols]), tuple(pred_whole.loc[z, cols])))
     print("bladder box IoU median:", float(np.median(ious)), "n slices:", len(ious))
     assert len(ious) >= 4 and np.median(ious) > BLADDER_BOX_IOU_FLOOR
+
+
+def test_a_worker_whose_parent_dies_stops_itself_and_its_children(tmp_path):
+    """A killed notebook kernel must not leave an nnU-Net step training on (a rerun would train into the same
+    folder beside it): the worker's watchdog stops its process group once its parent is gone."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    ready = tmp_path / "pids"
+    worker = ("import subprocess, sys, time, pathlib; "
+              "from samlab.baselines._nnunet_worker import exit_with_parent; exit_with_parent(0.2); "
+              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); "
+              f"pathlib.Path({str(ready)!r}).write_text(f'{{__import__(\"os\").getpid()}} {{child.pid}}'); "
+              "time.sleep(120)")
+    parent = ("import subprocess, sys, time, pathlib; "
+              f"subprocess.Popen([sys.executable, '-c', {worker!r}], start_new_session=True); "
+              f"p = pathlib.Path({str(ready)!r})\n"
+              "while not p.exists(): time.sleep(0.1)\n")
+    subprocess.run([sys.executable, "-c", parent], check=True, timeout=180)  # the parent exits: the worker is orphaned
+    pids = [int(x) for x in ready.read_text().split()]
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        with open(f"/proc/{pid}/stat") as fh:  # a zombie awaiting its reaper counts as stopped
+            return fh.read().split(")")[-1].split()[0] != "Z"
+
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(pid) for pid in pids), f"still running after their parent died: {pids}"

@@ -225,8 +225,37 @@ def predict(cfg: dict) -> dict:
 COMMANDS = {"plan_and_preprocess": plan_and_preprocess, "train": train, "predict": predict}
 
 
+def exit_with_parent(poll_s: float = 2.0) -> None:
+    """Stop this worker and its process group (nnU-Net's data-loader children) when its parent dies.
+
+    Why: the worker runs in a session of its own (so that a Ctrl-C in the notebook reaches the parent,
+    which stops the worker cleanly), so a parent that is *killed* (a kernel killed with ``samlab run``,
+    SIGKILL, a crashed notebook) cannot stop it. Measured: a 12-epoch training went on for minutes after
+    its run was killed, and a rerun, which takes the dead run's lock over, would start a second training
+    into the same folder. Checkpoints are written atomically, so stopping at any moment loses at most the
+    epoch under way, which nnU-Net's ``--c`` resume repeats.
+    """
+    import signal
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        print(f"samlab: the parent process {parent} is gone; stopping this nnU-Net step", file=sys.stderr, flush=True)
+        try:
+            if os.getpgid(0) == os.getpid():  # a group of its own (start_new_session): take the children along
+                os.killpg(os.getpid(), signal.SIGTERM)
+        finally:
+            os._exit(3)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command described by the JSON file ``argv[0]``; write its result next to it."""
+    exit_with_parent()
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         print("usage: python -m samlab.baselines._nnunet_worker CONFIG.json", file=sys.stderr)
