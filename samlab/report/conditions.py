@@ -101,16 +101,22 @@ def is_phantom(dataset: str) -> bool:
     return "phantom" in str(dataset).lower()
 
 
+def data_sources(rows: pd.DataFrame) -> str:
+    """``"PelvisPhantom (synthetic phantom)"``: the datasets of the rows, each said to be a phantom or real."""
+    if rows is None or rows.empty:
+        return "no data"
+    names = [str(d) for d in pd.unique(rows["dataset"])]
+    return ", ".join(f"{d} ({'synthetic phantom' if is_phantom(d) else 'real'})" for d in names)
+
+
 def data_description(rows: pd.DataFrame, unit: str = "volumes") -> str:
     """``"PelvisPhantom (synthetic phantom), n = 6 volumes"`` from the rows a table or figure shows."""
     if rows is None or rows.empty:
         return "no data"
-    names = [str(d) for d in pd.unique(rows["dataset"])]
-    kinds = ["synthetic phantom" if is_phantom(d) else "real" for d in names]
     n = rows.groupby(["dataset", "subject"]).ngroups
     if n == 1 and unit.endswith("s"):  # "n = 1 test volume", not "1 test volumes"
         unit = unit[:-1]
-    return ", ".join(f"{d} ({k})" for d, k in zip(names, kinds)) + f", n = {n} {unit}"
+    return f"{data_sources(rows)}, n = {n} {unit}"
 
 
 def modes_text(rows: pd.DataFrame) -> str:

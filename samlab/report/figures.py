@@ -14,7 +14,7 @@ import pandas as pd
 from .comparisons import Comparison
 from ..stats import DEFAULT_MIN_N
 from .conditions import (GRID_LEVELS, MEAN_ROW, PELVIC_LEVELS, _BACKBONE_NAMES, _BACKBONE_ORDER, LEVEL_NAMES,
-                         condition_label, conditions, data_description, family_levels, is_phantom, level_of,
+                         condition_label, conditions, data_description, data_sources, family_levels, is_phantom, level_of,
                          modes_text, pick_level, prompt_name, recipe_text, select, structure_name)
 
 # =========================================================================== figures
@@ -107,7 +107,7 @@ def paired_figure(frame: pd.DataFrame, comparisons: pd.DataFrame, plan: Mapping[
 
 def _data_line(rows: pd.DataFrame) -> str:
     """``PelvisPhantom (synthetic phantom)`` without n (the test rows' n is the one that matters)."""
-    return data_description(rows).rsplit(", n = ", 1)[0]
+    return data_sources(rows)
 
 
 def figure_sam_vs_nnunet(frame: pd.DataFrame, min_n: int = DEFAULT_MIN_N):

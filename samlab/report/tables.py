@@ -17,8 +17,9 @@ import pandas as pd
 from ..io import read_json, write_json_atomic
 from ..stats import DEFAULT_MIN_N, bootstrap_ci, pair_up, paired_test, quiet
 from .conditions import (CONDITION_COLUMNS, GRID_LEVELS, MEAN_ROW, PAPER_RECOMMENDATIONS, PAPER_RECOMMENDATIONS_DATA,
-                         PELVIC_LEVELS,
-                         _DEFAULT_INITS, at_level, condition_label, conditions, data_description, is_phantom,
+                         PELVIC_LEVELS, _SCOPE_NAMES,
+                         _DEFAULT_INITS, at_level, condition_label, conditions, data_description, data_sources,
+                         is_phantom,
                          level_of, mean_metric, modes_text, pick_level, prompt_name, recipe_text, select,
                          structure_name, subject_means)
 
@@ -282,6 +283,7 @@ PAPER_INIT_TABLES = {"supsam": "Table 9 (SupSAM: task-expansive prompt-based pre
 _PAPER_INIT_DATA = "paper: 17 real datasets, DSC/NSD in % (Gu et al.); only the pattern is comparable"
 _GRID_SOURCES = ("finetune", "pretraining")
 _GRID_METRICS = {"dice": "DSC", "nsd": "NSD"}
+_PEFT_LETTERS = {"vanilla": "V", "adapter": "A", "lora": "L"}  # the paper's column heads
 
 
 def tables_by_init(summary: pd.DataFrame) -> pd.DataFrame:
@@ -291,7 +293,8 @@ def tables_by_init(summary: pd.DataFrame) -> pd.DataFrame:
 
     Why: the paper judges a pre-training scenario (SupSAM, MedSAM, SSLSAM) by the same grid trained from
     its weights; a reader compares blocks of this table, and Figures 6-8's differences are the
-    ``fine-tuning: initial weights`` comparisons (tested, with CIs) of the report's effects figures.
+    ``initial weights`` comparisons (``fine-tuning: ...`` for notebook 04, ``pre-training phase 2: ...`` for
+    notebook 08; tested, with CIs) of the report's effects figures.
     Values are means in [0, 1] (the paper prints percentages) at the grid's level (2D slices when the
     rows have them, as in the paper); ``n`` is the number of values behind each mean (the smallest over
     the block's cells: subjects for the average row, slices or subjects for a structure). Rows from
@@ -308,14 +311,13 @@ def tables_by_init(summary: pd.DataFrame) -> pd.DataFrame:
     for (source, init, mode), block in rows.groupby(["source", "init", "mode"], sort=False):
         prefix = str(init).split(":", 1)[0]
         base = {"source": source, "init": init, "paper_table": PAPER_INIT_TABLES.get(prefix, ""), "mode": mode,
-                "level": level, "data": ", ".join(f"{d} ({'synthetic phantom' if is_phantom(d) else 'real'})"
-                                                  for d in pd.unique(block["dataset"])),
+                "level": level, "data": data_sources(block),
                 "paper_data": _PAPER_INIT_DATA if prefix in PAPER_INIT_TABLES else ""}
         for structure, cells in block.groupby("structure", sort=False):
             record = {**base, "structure": "Average" if structure == MEAN_ROW else structure_name(structure),
                       "n": int(cells["n"].min())}
             for cell in cells.itertuples(index=False):
-                scope = _SCOPE_TABLE_NAMES.get(str(cell.scope), str(cell.scope))
+                scope = _SCOPE_NAMES.get(str(cell.scope), str(cell.scope))
                 column = f"{cell.backbone} {scope} {_PEFT_LETTERS.get(str(cell.peft), str(cell.peft))} " \
                          f"{_GRID_METRICS[cell.metric]}"
                 record[column] = round(float(cell.mean), 4) if np.isfinite(cell.mean) else np.nan
@@ -324,10 +326,6 @@ def tables_by_init(summary: pd.DataFrame) -> pd.DataFrame:
     average_last = table["structure"].eq("Average")
     return pd.concat([table[~average_last], table[average_last]]).sort_values(
         ["source", "init", "mode"], kind="stable").reset_index(drop=True)
-
-
-_SCOPE_TABLE_NAMES = {"decoder": "Decoder", "encoder_decoder": "En/Decoder"}
-_PEFT_LETTERS = {"vanilla": "V", "adapter": "A", "lora": "L"}
 
 
 def _table3_key() -> str:
