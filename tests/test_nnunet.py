@@ -397,3 +397,34 @@ def test_a_worker_whose_parent_dies_stops_itself_and_its_children(tmp_path):
     while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not any(alive(pid) for pid in pids), f"still running after their parent died: {pids}"
+
+
+def test_fingerprint_draws_no_more_intensity_samples_per_case_than_a_case_has_voxels(tiny_phantom, tmp_path):
+    """nnU-Net samples 1e8 foreground intensities whatever the dataset's size (22-57 s of the quick run for 6
+    tiny volumes); samlab's extractor caps the samples per case at the largest case's voxel count, and its
+    statistics still match the foreground's (each case weighted equally, as nnU-Net does)."""
+    import subprocess
+    import sys
+
+    run = N.export_dataset(tiny_phantom, SPLITS, tmp_path / "work", dataset_id=9)
+    script = (
+        "import json\n"
+        "from samlab.baselines._nnunet_worker import FingerprintExtractorSamlab\n"
+        "fpe = FingerprintExtractorSamlab(9, num_processes=1)\n"
+        "fingerprint = fpe.run(overwrite_existing=True)\n"
+        "print(json.dumps({'cap': fpe.num_foreground_voxels_for_intensitystats,\n"
+        "                  'stats': fingerprint['foreground_intensity_properties_per_channel']}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], env=run.environment(N.get_profile("quick")),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    training = SPLITS["train"] + SPLITS["val"]
+    assert out["cap"] == len(training) * 8 * 24 * 24  # not nnU-Net's 1e8
+    case_means = []
+    for case in training:
+        image = sitk.GetArrayFromImage(sitk.ReadImage(str(tiny_phantom / "imagesTr" / f"{case}_0000.nii.gz")))
+        labels = sitk.GetArrayFromImage(sitk.ReadImage(str(tiny_phantom / "labelsTr" / f"{case}.nii.gz")))
+        case_means.append(float(image[labels > 0].mean()))
+    stats = out["stats"]["0"]
+    assert stats["mean"] == pytest.approx(np.mean(case_means), rel=0.03)

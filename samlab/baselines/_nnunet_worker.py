@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json, save_json
+from nnunetv2.experiment_planning.dataset_fingerprint.fingerprint_extractor import DatasetFingerprintExtractor
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from samlab.io import atomic_path, read_json, write_json_atomic
@@ -93,6 +94,39 @@ class nnUNetTrainerSamlab(nnUNetTrainer):  # noqa: N801 - nnU-Net's naming conve
             super().save_checkpoint(str(tmp))
 
 
+class FingerprintExtractorSamlab(DatasetFingerprintExtractor):
+    """nnU-Net's fingerprint extractor that draws no more intensity samples per case than a case has voxels.
+
+    nnU-Net samples 1e8 foreground intensities in all, split evenly over the cases
+    (with replacement), whatever the dataset's size: 16.7 million per case for the
+    quick profile's 6 training volumes of 110,592 voxels, whose sampling, transfer
+    from the pool worker and percentiles took 22-57 s of a 10-minute budget.
+    Drawing at most as many samples per case as the largest case has voxels keeps
+    every case's weight equal (the point of nnU-Net's even split) and samples each
+    foreground at least once in expectation. Where the cap does not bind (the
+    paper's 117 volumes of millions of voxels: 1e8 / 117 = 855,000 per case) this
+    is nnU-Net's extractor unchanged. The samples only feed the intensity
+    statistics of CT normalisation; MR volumes are z-scored per image.
+    """
+
+    def __init__(self, dataset_name_or_id: str | int, num_processes: int = 8, verbose: bool = False):
+        super().__init__(dataset_name_or_id, num_processes, verbose)
+        largest = max(_voxel_count(case["label"]) for case in self.dataset.values())
+        self.num_foreground_voxels_for_intensitystats = min(
+            self.num_foreground_voxels_for_intensitystats, float(largest * len(self.dataset))
+        )
+
+
+def _voxel_count(image_file: str) -> int:
+    """Voxels in an image, from its header alone."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(image_file)
+    reader.ReadImageInformation()
+    return int(np.prod(reader.GetSize()))
+
+
 def _seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -119,7 +153,7 @@ def _device(name: str, threads: int | None = None) -> torch.device:
 def plan_and_preprocess(cfg: dict) -> dict:
     """Fingerprint (with dataset-integrity check), plan, optionally override the batch size, preprocess."""
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (
-        extract_fingerprints,
+        extract_fingerprint_dataset,
         plan_experiments,
         preprocess,
     )
@@ -128,8 +162,12 @@ def plan_and_preprocess(cfg: dict) -> dict:
     dataset_id, configuration, n_proc = cfg["dataset_id"], cfg["configuration"], cfg["num_processes"]
     timings = {}
     t0 = time.perf_counter()
-    extract_fingerprints(
-        [dataset_id], num_processes=n_proc, check_dataset_integrity=cfg["verify_dataset_integrity"], clean=True
+    extract_fingerprint_dataset(
+        dataset_id,
+        FingerprintExtractorSamlab,
+        num_processes=n_proc,
+        check_dataset_integrity=cfg["verify_dataset_integrity"],
+        clean=True,
     )
     timings["fingerprint_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
