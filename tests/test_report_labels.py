@@ -100,6 +100,9 @@ def test_no_star_anywhere_when_every_comparison_has_fewer_than_min_n_pairs(tmp_p
             assert not any("*" in text for text in _texts(fig)), name
         forest = " ".join(_texts(report.figures["effects_fine_tuning_peft_method"]))
         assert "not tested" in forest and "n = 4" in forest
+        assert "PelvisPhantom (synthetic phantom)" in forest  # a phantom difference never reads as a real one
+        best = " ".join(_texts(report.figures["finetune_fig4_best_vs_nnunet"]))
+        assert "PelvisPhantom (synthetic phantom)" in best
     finally:
         plt.close("all")
 

@@ -261,11 +261,13 @@ def short_comparison(name: str) -> str:
 
 
 def forest_figures(comparisons: pd.DataFrame, metric: str = "dice", few: int = 3,
-                   confidence: float = 0.95, min_n: int = DEFAULT_MIN_N) -> dict[str, Any]:
+                   confidence: float = 0.95, min_n: int = DEFAULT_MIN_N, data: str | None = None) -> dict[str, Any]:
     """One forest plot (one panel) per family: per structure when it has ≤ ``few`` comparisons, else
     one line per comparison on the mean over structures (the per-structure rows stay in
     comparisons.csv). Labels are shortened (:func:`short_comparison`), structures named for readers,
-    and the title says n and the test (filled markers: significant; open: not, or not tested)."""
+    and the title says the data (``data``, e.g. :func:`data_sources` of the compared rows: a phantom
+    difference must not read as a real one), n and the test (filled markers: significant; open: not,
+    or not tested)."""
     from ..viz import plot_forest
 
     out = {}
@@ -275,19 +277,20 @@ def forest_figures(comparisons: pd.DataFrame, metric: str = "dice", few: int = 3
     rows = rows.assign(comparison=[short_comparison(c) for c in rows["comparison"]],
                        structure=[structure_name(x) for x in rows["structure"]])
     xlabel = f"mean paired difference in {metric} (a − b), {100 * confidence:g} % bootstrap CI"
+    on = f", {data}" if data else ""
     for family, part in rows.groupby("family", sort=False):
         part, level = pick_level(part, family_levels(family))
         name = f"effects_{_slug(family.split('(')[0])}"
         unit = "pairs"
         if part["comparison"].nunique() <= few:
-            out[name] = plot_forest(part, xlabel=xlabel, title=f"{family}, {LEVEL_NAMES[level]}\n"
+            out[name] = plot_forest(part, xlabel=xlabel, title=f"{family}, {LEVEL_NAMES[level]}{on}\n"
                                     f"{_n_text(part['n'], unit)}; {tests_text(part, min_n, 'filled markers')}")
             continue
         means = part[part["structure"] == structure_name(MEAN_ROW)]
         if means.empty:  # one structure only: its rows are the means
             means = part
         out[name] = plot_forest(means, xlabel=xlabel, y="comparison", hue=None,
-                                title=f"{family}, {LEVEL_NAMES[level]}\n(mean per subject over structures; "
+                                title=f"{family}, {LEVEL_NAMES[level]}{on}\n(mean per subject over structures; "
                                       f"per structure: comparisons.csv)\n{_n_text(means['n'], 'subjects')}; "
                                       f"{tests_text(means, min_n, 'filled markers')}")
     return out
@@ -339,7 +342,8 @@ def report_figures(frame: pd.DataFrame, comparisons: pd.DataFrame, summary: pd.D
             best = best.assign(structure=[structure_name(x) for x in best["structure"]])
             figures["finetune_fig4_best_vs_nnunet"] = plot_forest(
                 best, xlabel=f"{rank_metric}: best fine-tuned SAM − nnU-Net ({ci})",
-                title="Best fine-tuned configuration vs nnU-Net (18-config Fig. 4, right)\n"
+                title=f"Best fine-tuned configuration vs nnU-Net (18-config Fig. 4, right), {_data_line(frame)}\n"
                       f"{_n_text(best['n'], 'pairs')}; {tests_text(best, min_n, 'filled markers')}")
-        figures.update(forest_figures(comparisons, rank_metric, confidence=params.confidence, min_n=min_n))
+        figures.update(forest_figures(comparisons, rank_metric, confidence=params.confidence, min_n=min_n,
+                                      data=_data_line(frame)))
     return figures
