@@ -100,14 +100,9 @@ def paired_figure(frame: pd.DataFrame, comparisons: pd.DataFrame, plan: Mapping[
     shown = shown[level_of(shown) == level]
     return plot_paired_structures(
         data, [comp.label_b, comp.label_a], metrics, stars=_stars(comparisons, name, level), min_n=min_n,
-        title=f"{title}\n{name}\n{data_description(shown.iloc[:0]) if shown.empty else _data_line(shown)}; "
+        title=f"{title}\n{name}\n{data_sources(shown)}; "
               f"{modes_text(shown)}\n{LEVEL_NAMES[level]}, {_n_text(rows['n'], 'pairs')} per structure; "
               f"{tests_text(rows, min_n)}")
-
-
-def _data_line(rows: pd.DataFrame) -> str:
-    """``PelvisPhantom (synthetic phantom)`` without n (the test rows' n is the one that matters)."""
-    return data_sources(rows)
 
 
 def figure_sam_vs_nnunet(frame: pd.DataFrame, min_n: int = DEFAULT_MIN_N):
@@ -335,6 +330,7 @@ def report_figures(frame: pd.DataFrame, comparisons: pd.DataFrame, summary: pd.D
         figures["finetune_fig4_grid_box"] = figure_grid(summary, "finetune", "Fine-tuning grid, box prompts "
                                                         "(18-config Fig. 4 layout)", rank_metric, ci, min_n, mode="box")
     if len(comparisons):
+        data = data_sources(frame)
         best = comparisons[comparisons["family"].str.startswith("fine-tuning: best configuration")
                            & (comparisons["metric"] == rank_metric)]
         best, _ = pick_level(best, GRID_LEVELS) if len(best) else (best, "")
@@ -342,8 +338,8 @@ def report_figures(frame: pd.DataFrame, comparisons: pd.DataFrame, summary: pd.D
             best = best.assign(structure=[structure_name(x) for x in best["structure"]])
             figures["finetune_fig4_best_vs_nnunet"] = plot_forest(
                 best, xlabel=f"{rank_metric}: best fine-tuned SAM − nnU-Net ({ci})",
-                title=f"Best fine-tuned configuration vs nnU-Net (18-config Fig. 4, right), {_data_line(frame)}\n"
+                title=f"Best fine-tuned configuration vs nnU-Net (18-config Fig. 4, right), {data}\n"
                       f"{_n_text(best['n'], 'pairs')}; {tests_text(best, min_n, 'filled markers')}")
         figures.update(forest_figures(comparisons, rank_metric, confidence=params.confidence, min_n=min_n,
-                                      data=_data_line(frame)))
+                                      data=data))
     return figures
