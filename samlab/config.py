@@ -253,10 +253,11 @@ class FinetuneParams(_Params):
         default_factory=lambda: ["vanilla", "lora", "adapter"], min_length=1)
     inits: list[str] = Field(default_factory=list, description=_INITS_HELP)
     _init_names = field_validator("inits")(classmethod(lambda cls, v: _init_names(v)))
-    modes: list[Literal["automatic", "box"]] = Field(
+    modes: list[Literal["automatic", "box", "point"]] = Field(
         default_factory=lambda: ["box"], min_length=1,
         description="training modes, each a grid of its own: automatic (prompt-free, the 18-config study's main "
-                    "setting) and/or box (one box-prompted mask per structure)")
+                    "setting), box (one box-prompted mask per structure) and/or point (the same with a click in each "
+                    "piece of the structure: the paper's interactive variant)")
     recipe: Literal["litemedsam_refine", "finetune_sam"] = "litemedsam_refine"
     max_epochs: int | None = Field(2, ge=1, description="overrides the recipe's maximum epochs (None: the recipe's)")
     recipe_overrides: dict[str, Any] = Field(default_factory=dict, description="other recipe fields to change")
@@ -322,9 +323,9 @@ class FewShotParams(_Params):
     methods: list[Literal["vanilla", "lora", "adapter"]] = Field(default_factory=lambda: ["lora"], min_length=1)
     inits: list[str] = Field(default_factory=list, description=_INITS_HELP)
     _init_names = field_validator("inits")(classmethod(lambda cls, v: _init_names(v)))
-    modes: list[Literal["automatic", "box"]] = Field(
+    modes: list[Literal["automatic", "box", "point"]] = Field(
         default_factory=lambda: ["box"], min_length=1,
-        description="training modes: automatic (prompt-free, the paper's few-shot setting) and/or box")
+        description="training modes: automatic (prompt-free, the paper's few-shot setting), box and/or point")
     _distinct_modes = field_validator("modes")(classmethod(lambda cls, v: _distinct_modes(v)))
     shots: list[int] = Field(default_factory=lambda: [1, 3], min_length=1)
     k_val: int | None = Field(1, ge=1, description="validation slices (None: same as k)")
@@ -440,7 +441,7 @@ class PretrainParams(_Params):
     supsam_max_slices: int | None = Field(8, ge=1)
     phase2_scope: Literal["decoder", "encoder_decoder"] = "decoder"
     phase2_method: Literal["vanilla", "lora", "adapter"] = "vanilla"
-    phase2_modes: list[Literal["automatic", "box"]] = Field(
+    phase2_modes: list[Literal["automatic", "box", "point"]] = Field(
         default_factory=lambda: ["box"], min_length=1,
         description="phase-2 training modes, each trained from every starting weight (as notebook 04's modes)")
     phase2_max_epochs: int = Field(2, ge=1)

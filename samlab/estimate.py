@@ -63,8 +63,9 @@ class DataShape:
         return float(np.mean(self.components))
 
     def items_per_slice(self, training_mode: str) -> float:
-        """Training items and decoded prompts per slice: one per structure in box mode, one per slice in automatic."""
-        return self.structures_per_slice if training_mode == "box" else 1.0
+        """Training items and decoded prompts per slice: one per structure in box and point mode, one per slice
+        in automatic."""
+        return 1.0 if training_mode == "automatic" else self.structures_per_slice
 
     def prompts_per_structure(self, modes: list[str], expansions: int) -> float:
         """Unique prompts one structure on one slice gets (zero-shot decodes identical prompts once)."""

@@ -49,7 +49,7 @@ from .peft import METHODS, PAPER_TABLE3, count_parameters
 from .results import make_rows, to_frame
 from .train import SliceRecord, TrainResult, class_values, encoder_is_trainable, train
 from .train.configs import PAPER_BACKBONE, GridConfig, build_model, make_grid
-from .train.data import classes_to_labels, sample_slices
+from .train.data import classes_to_labels, sample_slices, stack_clicks
 
 #: Re-exported from :mod:`samlab.train.configs` / :mod:`samlab.train.data` (they live below the engine so that
 #: a torchrun rank builds the same model and slices without importing this notebook API).
@@ -205,11 +205,14 @@ def choose_on_validation(grid: Sequence[GridConfig], runs: Mapping[str, TrainRes
 
 # ------------------------------------------------------------------------------------------- evaluation
 def predict_case(predictor: Predictor, case: Any, structures: Mapping[str, Sequence[int]], mode: str,
-                 values: Sequence[int] = ()) -> dict[str, np.ndarray]:
+                 values: Sequence[int] = (), prompt_seed: int = 0) -> dict[str, np.ndarray]:
     """3D boolean predictions per structure for one case.
 
     Box mode: on every slice, one tight box per structure present in the ground truth (all
     boxes of a slice decoded together from one embedding); other slices stay empty.
+    Point mode: the same with one prompt of clicks per structure, a click in each connected piece
+    (at most :data:`~samlab.prompts.MAX_CLICKS`), drawn deeper than the median edge distance by a
+    generator keyed by (``prompt_seed``, case, slice, structure): every model of a run gets the same clicks.
     Automatic mode: every slice is segmented without a prompt; the class map is turned back
     into label values and a structure is the union of its values.
     """
@@ -217,13 +220,20 @@ def predict_case(predictor: Predictor, case: Any, structures: Mapping[str, Seque
     out = {name: np.zeros(shape, dtype=bool) for name in structures}
     for z in range(shape[0]):
         labels = case.labels[z]
-        if mode == "box":
+        if mode in ("box", "point"):
             present = [(n, np.isin(labels, tuple(v))) for n, v in structures.items()]
             present = [(n, m) for n, m in present if m.any()]
             if not present:
                 continue
-            boxes = np.stack([P.box_from_mask(m) for _, m in present])
-            masks = predictor.decode(predictor.embed(case.image[z]), boxes=boxes).masks()
+            embedding = predictor.embed(case.image[z])
+            if mode == "box":
+                decoded = predictor.decode(embedding, boxes=np.stack([P.box_from_mask(m) for _, m in present]))
+            else:
+                points, point_labels = stack_clicks([
+                    P.structure_clicks(m, P.prompt_rng(prompt_seed, case.case_id, z, name, "point_deep"))
+                    for name, m in present])
+                decoded = predictor.decode(embedding, points=points, point_labels=point_labels)
+            masks = decoded.masks()
             for (name, _), mask in zip(present, masks):
                 out[name][z] = mask
         else:
@@ -243,7 +253,8 @@ def evaluate(loaded: LoadedModel, cases: Sequence[Any], structures: Mapping[str,
     (the 18-configuration study evaluates non-empty images), with Dice and NSD at the
     in-plane spacing; 3D rows (``slice`` = -1) score the stacked volume with Dice, NSD and
     HD95 at the volume's spacing, as the pelvic study does. ``context`` fills the other
-    results columns (method, backbone, scope, peft, init, prompt, seed, dataset).
+    results columns (method, backbone, scope, peft, init, prompt, seed, dataset); its ``seed`` keys the clicks
+    of point mode.
     The embedding cache is used only while the image encoder is frozen.
     """
     module = loaded.module
@@ -254,7 +265,7 @@ def evaluate(loaded: LoadedModel, cases: Sequence[Any], structures: Mapping[str,
     predictions: dict[tuple[str, str], np.ndarray] = {}
     for case in tqdm(cases, desc=f"evaluate {context.get('backbone', '')} {context.get('scope', '')} "
                                  f"{context.get('peft', '')}".strip(), disable=not progress, leave=False):
-        predicted = predict_case(predictor, case, structures, mode, values)
+        predicted = predict_case(predictor, case, structures, mode, values, prompt_seed=int(context.get("seed", 0)))
         plane = (float(case.spacing[1]), float(case.spacing[2]))
         for name, volume in predicted.items():
             gt = np.isin(case.labels, tuple(structures[name]))
@@ -299,11 +310,11 @@ UNNAMED_INITS = ("", "pretrained", "random")
 
 
 def config_label(frame: pd.DataFrame) -> pd.Series:
-    """``backbone-scope-peft`` of each results row, ``-automatic`` for prompt-free rows, ``@<init>`` for named
-    starting weights (= GridConfig.name)."""
+    """``backbone-scope-peft`` of each results row, ``-automatic`` for prompt-free rows (``-point`` for
+    click-prompted ones), ``@<init>`` for named starting weights (= GridConfig.name)."""
     base = frame["backbone"].astype(str) + "-" + frame["scope"].astype(str) + "-" + frame["peft"].astype(str)
     if "mode" in frame:
-        base = base + frame["mode"].astype(str).map(lambda m: "-automatic" if m == "automatic" else "")
+        base = base + frame["mode"].astype(str).map(lambda m: "" if m in ("box", "", "none") else f"-{m}")
     init = frame["init"].astype(str) if "init" in frame else pd.Series("", index=frame.index)
     return base + init.map(lambda i: "" if i in UNNAMED_INITS else f"@{i}")
 

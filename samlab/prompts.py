@@ -9,6 +9,8 @@ foreground pixels, as MedSAM derives them from masks.
 """
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 from scipy import ndimage
 
@@ -176,3 +178,32 @@ def sample_deep_point(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray 
         ys, xs = np.nonzero(mask & (distance >= np.median(inside)))
     i = int(rng.integers(ys.size))
     return np.array([xs[i], ys[i]], dtype=np.float32)
+
+
+#: Clicks in one point prompt of a structure: one per connected piece, largest pieces first (as the
+#: interactive evaluation caps its per-component prompts).
+MAX_CLICKS = 4
+
+
+def structure_clicks(mask: np.ndarray, rng: np.random.Generator, max_clicks: int = MAX_CLICKS) -> np.ndarray:
+    """(P, 2) x, y clicks of one point prompt for a structure: a deep click (:func:`sample_deep_point`) in each
+    of its ``max_clicks`` largest connected pieces -- the 18-configuration study's prompt per contiguous region,
+    kept in one prompt so that the target stays the whole structure, as its one tight box does in box mode."""
+    pieces = connected_components(mask)[:max_clicks]
+    if not pieces:
+        raise ValueError("cannot build a point prompt from an empty mask")
+    return np.stack([sample_deep_point(piece, rng) for piece in pieces]).astype(np.float32)
+
+
+def _stable_id(text: str) -> int:
+    return zlib.crc32(text.encode())
+
+
+def prompt_rng(draw_seed: int, case_id: str, z: int, structure: str, kind: str) -> np.random.Generator:
+    """One generator per (draw, case, slice, structure, prompt kind).
+
+    Keyed by names, not positions, so a prompt does not change when other models, structures or
+    prompt kinds are added to a run: every model sees the same draws (paired comparisons). Shared by the
+    interactive evaluation and the point-prompted fine-tuning's validation and test prompts.
+    """
+    return np.random.default_rng([draw_seed, _stable_id(case_id), int(z), _stable_id(structure), _stable_id(kind)])

@@ -89,6 +89,21 @@ def test_both_training_modes_get_their_own_grid_figure_table4_row_and_contrast(t
         plt.close("all")
 
 
+def test_point_prompted_grid_gets_its_own_figure_and_the_box_vs_point_contrast(tmp_path):
+    rows = _grid_rows(6, "box") + [r for r in _grid_rows(6, "point", seed=2) if r["method"] != "nnunet"]
+    report = _report(tmp_path, rows)
+    try:
+        boxed = " ".join(_texts(report.figures["finetune_fig4_grid"]))  # no automatic rows: box is the main panel
+        clicked = " ".join(_texts(report.figures["finetune_fig4_grid_point"]))
+        assert "box prompts" in boxed and "point" not in boxed
+        assert "point prompts" in clicked and "box" not in clicked
+        families = set(report.tables["comparisons"]["family"])
+        assert "fine-tuning: box vs point prompts (18-config Fig. 10)" in families
+        assert "fine-tuning: box prompts vs automatic" not in families
+    finally:
+        plt.close("all")
+
+
 def test_no_star_anywhere_when_every_comparison_has_fewer_than_min_n_pairs(tmp_path):
     report = _report(tmp_path, _grid_rows(4, "oracle_box"))  # 4 volumes < 5: nothing may be tested
     try:

@@ -27,12 +27,12 @@ No model and no torch here: the evaluation (:mod:`.evaluate`) and the click sess
 from __future__ import annotations
 
 import itertools
-import zlib
 from typing import Literal, Mapping, Sequence
 
 import numpy as np
 
 from .. import prompts as P
+from ..prompts import prompt_rng
 
 PromptKind = Literal["box_noisy", "point_deep"]
 Selection = Literal["single", "confidence", "oracle"]
@@ -62,19 +62,6 @@ def split_prompt_label(label: str) -> tuple[str, str]:
     if kind not in PROMPT_KINDS or selection not in SELECTIONS:
         raise ValueError(f"{label!r} is not an interactive prompt label like 'box_noisy|confidence'")
     return kind, selection
-
-
-def _stable_id(text: str) -> int:
-    return zlib.crc32(text.encode())
-
-
-def prompt_rng(draw_seed: int, case_id: str, z: int, structure: str, kind: str) -> np.random.Generator:
-    """One generator per (draw, case, slice, structure, prompt kind).
-
-    Keyed by names, not positions, so a prompt does not change when other models, structures or
-    prompt kinds are added to a run: every model sees the same draws (paired comparisons).
-    """
-    return np.random.default_rng([draw_seed, _stable_id(case_id), int(z), _stable_id(structure), _stable_id(kind)])
 
 
 # --------------------------------------------------------------------------- prompts and selection

@@ -132,6 +132,10 @@ def plan_comparisons(frame: pd.DataFrame) -> tuple[list[Comparison], list[str]]:
     for c in tuned:  # the same configuration trained with box prompts vs without (the paper's two modes)
         if c["mode"] == "box" and automatic and (p := _find(automatic, c, prompt=automatic[0]["prompt"])):
             plan.append(Comparison("fine-tuning: box prompts vs automatic", c, p))
+    points = [c for c in tuned if c["mode"] == "point"]
+    for c in tuned:  # the paper's interactive variants (18-config Fig. 10): one configuration, box vs click prompts
+        if c["mode"] == "box" and points and (p := _find(points, c, prompt=points[0]["prompt"])):
+            plan.append(Comparison("fine-tuning: box vs point prompts (18-config Fig. 10)", c, p))
     for mode in dict.fromkeys(c["mode"] for c in tuned):  # one best per mode: never box against automatic
         same_mode = [c for c in tuned if c["mode"] == mode]
         best = max(same_mode, key=lambda c: np.nan_to_num(mean_metric(frame, c), nan=-np.inf))

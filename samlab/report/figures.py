@@ -149,9 +149,9 @@ def figure_grid(summary: pd.DataFrame, source: str, title: str, metric: str = "d
     """Grouped bars of the grid's mean metric; a bar summarising fewer than ``min_n`` subjects gets no
     error bar (a bootstrap interval from 2-4 values pretends to a precision it does not have).
 
-    ``mode`` picks the rows of one training mode (``automatic``, ``box``); by default the automatic
-    rows when the results hold them (the 18-config study's Figure 4 is prompt-free), else the first
-    mode found. The title says which mode it shows, read from the rows."""
+    ``mode`` picks the rows of one training mode (``automatic``, ``box``, ``point``); by default the
+    automatic rows when the results hold them (the 18-config study's Figure 4 is prompt-free), else the
+    box rows, else the first mode found. The title says which mode it shows, read from the rows."""
     from ..viz import plot_grid_summary_bars
 
     if summary.empty:
@@ -164,7 +164,7 @@ def figure_grid(summary: pd.DataFrame, source: str, title: str, metric: str = "d
     if rows.empty:
         return None
     if mode is None:
-        mode = "automatic" if (rows["mode"] == "automatic").any() else rows["mode"].iloc[0]
+        mode = next((m for m in ("automatic", "box") if (rows["mode"] == m).any()), rows["mode"].iloc[0])
     rows = rows[rows["mode"] == mode]
     if rows.empty:
         return None
@@ -326,9 +326,13 @@ def report_figures(frame: pd.DataFrame, comparisons: pd.DataFrame, summary: pd.D
         "finetune_fig10_interactive": figure_interactive(summary, rank_metric, ci, min_n),
     })
     grid_modes = set(summary[summary["source"] == "finetune"]["mode"]) if len(summary) else set()
-    if {"automatic", "box"} <= grid_modes:  # both modes ran: the prompt-based grid gets a figure of its own
-        figures["finetune_fig4_grid_box"] = figure_grid(summary, "finetune", "Fine-tuning grid, box prompts "
-                                                        "(18-config Fig. 4 layout)", rank_metric, ci, min_n, mode="box")
+    prompted = [m for m in ("box", "point") if m in grid_modes]
+    # finetune_fig4_grid shows the automatic grid when there is one, else the first mode; each other
+    # prompt mode gets a figure of its own
+    for mode in prompted if "automatic" in grid_modes else prompted[1:]:
+        figures[f"finetune_fig4_grid_{mode}"] = figure_grid(
+            summary, "finetune", f"Fine-tuning grid, {mode} prompts (18-config Fig. 4 layout)", rank_metric, ci,
+            min_n, mode=mode)
     if len(comparisons):
         data = data_sources(frame)
         best = comparisons[comparisons["family"].str.startswith("fine-tuning: best configuration")

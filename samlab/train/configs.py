@@ -23,11 +23,12 @@ import torch
 from ..models import LoadedModel
 from ..models.inits import load_with_init, parse_init
 from ..peft import METHODS, SCOPES, apply_peft, resize_mask_decoder_outputs
-from .data import class_values
+from .data import TRAINING_MODES, class_values
 
 
-#: Training modes: box-prompted, and prompt-free (a class map per slice).
-MODES: tuple[str, ...] = ("box", "automatic")
+#: Training modes: box-prompted, point-prompted (a click per piece of the structure), and prompt-free
+#: (a class map per slice).
+MODES: tuple[str, ...] = TRAINING_MODES
 
 #: The paper's backbone (Table 3 row) each registry model corresponds to.
 PAPER_BACKBONE: dict[str, str] = {
@@ -72,8 +73,9 @@ class GridConfig:
 
     @property
     def prompt(self) -> str:
-        """The results' ``prompt`` for this configuration's test rows: ``box`` (oracle boxes) or ``none`` (automatic)."""
-        return "box" if self.mode == "box" else "none"
+        """The results' ``prompt`` for this configuration's test rows: ``box`` (ground-truth boxes), ``point``
+        (ground-truth clicks) or ``none`` (automatic)."""
+        return "none" if self.mode == "automatic" else self.mode
 
     @property
     def paper_name(self) -> str | None:
@@ -129,8 +131,8 @@ def build_model(config: GridConfig, mode: str | None = None, structures: Mapping
         if structures is None:
             raise ValueError("automatic mode needs `structures` to size the decoder's class outputs")
         resize_mask_decoder_outputs(module, len(class_values(structures)) + 1)
-    elif mode != "box":
-        raise ValueError(f"unknown mode {mode!r}; use 'box' or 'automatic'")
+    elif mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
     apply_peft(module, config.method, config.scope, **peft_options)
     module.to(device)
     return dataclasses.replace(loaded, module=module)

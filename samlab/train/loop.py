@@ -1,4 +1,4 @@
-"""The one training loop: box-prompted or automatic SAM fine-tuning with checkpoints and resume.
+"""The one training loop: box- or point-prompted or automatic SAM fine-tuning with checkpoints and resume.
 
 What it does, in order: validates once before training (epoch 0: the starting model's
 validation Dice and loss, so "fine-tuning did not help" is visible and the pretrained
@@ -54,7 +54,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -81,14 +81,17 @@ from .data import (
     box_in_input_frame,
     class_values,
     classes_to_labels,
+    clicks_in_input_frame,
     data_fingerprint,
     equalize,
     flip,
     jitter,
     labels_to_classes,
     make_items,
+    stack_clicks,
     to_decoder_frame,
 )
+from ..prompts import prompt_rng
 from .losses import segmentation_loss
 from .recipes import Recipe
 
@@ -261,7 +264,7 @@ class _Run:
         return applied
 
     # ------------------------------------------------------------------ batches
-    def _draw(self) -> tuple[int, bool, float, float, torch.Tensor | None]:
+    def _draw(self) -> tuple[int, bool, float, float, torch.Tensor | None, int | None]:
         r, g = self.recipe, self.generator
         flip_code = int(torch.randint(0, 4, (1,), generator=g)) if "flips" in self.augmentations else 0
         equalise = bool(torch.rand(1, generator=g) < r.hist_eq_p) if (r.hist_eq_p > 0 and not self.cached) else False
@@ -270,14 +273,16 @@ class _Run:
             u = torch.rand(2, generator=g)
             b = 1.0 + (2 * float(u[0]) - 1) * r.jitter_brightness
             c = 1.0 + (2 * float(u[1]) - 1) * r.jitter_contrast
-        shift = None
+        shift = click_seed = None
         if self.mode == "box" and r.box_shift_px > 0:
             shift = torch.randint(0, r.box_shift_px + 1, (4,), generator=g)
-        return flip_code, equalise, b, c, shift
+        if self.mode == "point":  # the click's own numpy generator, seeded from the run's (so resume redraws it)
+            click_seed = int(torch.randint(0, 2**62, (1,), generator=g))
+        return flip_code, equalise, b, c, shift, click_seed
 
     def _batch(self, items: Sequence[TrainItem], draws: Sequence[tuple]):
-        images, targets, boxes = [], [], []
-        for item, (flip_code, equalise, b, c, shift) in zip(items, draws):
+        images, targets, boxes, clicks = [], [], [], []
+        for item, (flip_code, equalise, b, c, shift, click_seed) in zip(items, draws):
             sl = self.train_in.slices[item.slice_index]
             geometry = self.train_in.geometry[item.slice_index]
             if self.cached:
@@ -288,19 +293,31 @@ class _Run:
                     pixels = jitter(pixels, self.spec, geometry, b, c)
                 images.append(pixels)
             labels = flip(np.asarray(sl.labels), flip_code)
-            if self.mode == "box":
-                mask = np.isin(labels, item.values)
-                boxes.append(box_in_input_frame(mask, geometry, shift))
-                targets.append(to_decoder_frame(mask, geometry, self.low_res))
-            else:
+            if self.mode == "automatic":
                 targets.append(to_decoder_frame(labels_to_classes(labels, self.values), geometry, self.low_res,
                                                 integer=True))
-        box_t = torch.from_numpy(np.stack(boxes)).to(self.device) if boxes else None
-        return torch.cat(images).to(self.device), torch.stack(targets).to(self.device), box_t
+                continue
+            mask = np.isin(labels, item.values)
+            if self.mode == "box":
+                boxes.append(box_in_input_frame(mask, geometry, shift))
+            else:
+                clicks.append(clicks_in_input_frame(mask, geometry, np.random.default_rng(click_seed)))
+            targets.append(to_decoder_frame(mask, geometry, self.low_res))
+        return (torch.cat(images).to(self.device), torch.stack(targets).to(self.device),
+                self._prompts(boxes, clicks))
 
-    def _forward(self, inputs: torch.Tensor, boxes: torch.Tensor | None, train: bool):
+    def _prompts(self, boxes: list[np.ndarray], clicks: list[np.ndarray]) -> dict[str, Any]:
+        """The decoder's prompt arguments of a batch: ``boxes`` (box mode), ``points`` (point mode) or none."""
+        if boxes:
+            return {"boxes": torch.from_numpy(np.stack(boxes)).to(self.device)}
+        if clicks:
+            coords, labels = stack_clicks(clicks)
+            return {"points": (torch.from_numpy(coords).to(self.device), torch.from_numpy(labels).to(self.device))}
+        return {}
+
+    def _forward(self, inputs: torch.Tensor, prompts: dict[str, Any], train: bool):
         with self.autocast:
-            return (self.train_step if train else self.step)(inputs, boxes)
+            return (self.train_step if train else self.step)(inputs, prompts.get("boxes"), prompts.get("points"))
 
     # ------------------------------------------------------------------ epochs
     def train_epoch(self, epoch: int) -> float:
@@ -325,12 +342,12 @@ class _Run:
             weight = world * len(real) / step_items
             used = real or positions[:1]
             items = [self.train_items[order[p % n]] for p in used]
-            inputs, targets, boxes = self._batch(items, [draws[p % n] for p in used])
+            inputs, targets, prompts = self._batch(items, [draws[p % n] for p in used])
             last_micro = pending + 1 == r.accumulate or b == self.batches_per_epoch - 1
             sync = contextlib.nullcontext() if (last_micro or not self.ctx.enabled) else self.train_step.no_sync()
             with sync:
-                logits, iou = self._forward(inputs, boxes, train=True)
-                loss, _ = segmentation_loss(r.loss, logits, targets, iou, r.train_iou_head and self.mode == "box")
+                logits, iou = self._forward(inputs, prompts, train=True)
+                loss, _ = segmentation_loss(r.loss, logits, targets, iou, r.train_iou_head and self.mode != "automatic")
                 self.scaler.scale(loss * (weight / r.accumulate)).backward()
             pending += 1
             if last_micro:
@@ -368,17 +385,22 @@ class _Run:
             sl, geometry = self.val_in.slices[index], self.val_in.geometry[index]
             labels = np.asarray(sl.labels)
             inputs = self.val_in.features[(index, 0)] if self.cached else self.val_in.pixels(index, 0, False)
-            if self.mode == "box":
+            if self.mode != "automatic":
                 masks = [np.isin(labels, it.values) for it in items]
-                boxes = torch.from_numpy(np.stack([box_in_input_frame(m, geometry) for m in masks])).to(self.device)
+                if self.mode == "box":
+                    prompts = self._prompts([box_in_input_frame(m, geometry) for m in masks], [])
+                else:  # the same clicks every epoch: keyed by the slice and structure, not drawn from the run
+                    prompts = self._prompts([], [clicks_in_input_frame(
+                        m, geometry, prompt_rng(self.seed, sl.case_id, sl.z, it.structure, "point_deep"))
+                        for m, it in zip(masks, items)])
                 targets = torch.stack([to_decoder_frame(m, geometry, self.low_res) for m in masks]).to(self.device)
-                logits, iou = self._forward(inputs.to(self.device), boxes, train=False)
+                logits, iou = self._forward(inputs.to(self.device), prompts, train=False)
                 loss, _ = segmentation_loss(r.loss, logits, targets, iou, r.train_iou_head)
                 pred = (to_original(logits, geometry)[:, 0] > 0).cpu().numpy()
                 dices += [dice_score(p, m) for p, m in zip(pred, masks)]
             else:
                 target = to_decoder_frame(labels_to_classes(labels, self.values), geometry, self.low_res, integer=True)
-                logits, _ = self._forward(inputs.to(self.device), None, train=False)
+                logits, _ = self._forward(inputs.to(self.device), {}, train=False)
                 loss, _ = segmentation_loss(r.loss, logits, target[None].to(self.device))
                 predicted = classes_to_labels(to_original(logits, geometry)[0].argmax(0).cpu().numpy(), self.values)
                 for values in self.structures.values():
@@ -471,17 +493,18 @@ def train(
         loaded: the model (``load_model`` + ``apply_peft``, keeping ``spec`` and ``sha256``).
         train_slices, val_slices: 2D slices (see :func:`samlab.train.data.slices_from_volume`).
         structures: structure name -> label values. Box mode trains one model on every structure
-            (one item per structure and slice, a box from its ground truth); automatic mode predicts
-            every label value as a class.
+            (one item per structure and slice, a box from its ground truth); point mode likewise with a
+            click per connected piece of the structure; automatic mode predicts every label value as a class.
         recipe: :data:`samlab.train.RECIPES` entry (possibly with overrides).
-        mode: ``"box"`` (box-prompted) or ``"automatic"`` (prompt encoder called with no prompt).
+        mode: ``"box"`` (box-prompted), ``"point"`` (click-prompted) or ``"automatic"`` (prompt encoder
+            called with no prompt).
         out_dir: where ``last.pt`` / ``best.pt`` go; ``None`` keeps everything in memory.
         resume: continue from ``out_dir/last.pt`` if it exists (it must come from the same run:
             model, weights, PEFT, mode, recipe, seed, data -- otherwise an error says what differs).
         use_cache: train on cached embeddings; ``None`` = whenever the encoder is frozen.
         cache: an :class:`~samlab.models.EmbeddingCache` to share (e.g. the run directory's).
         cache_flips: with the cache, also encode flipped slices so that flips stay exact.
-        min_object_px: drop box-mode training items with fewer foreground pixels.
+        min_object_px: drop box- and point-mode training items with fewer foreground pixels.
         on_epoch_end: called with each epoch's history row after its checkpoint is written (rank 0 only).
         distributed: this process's place in a data-parallel run; ``None`` = the initialised
             process group's (see :func:`samlab.train.distributed.init_from_env`), or a plain
