@@ -329,7 +329,8 @@ class FewShotParams(_Params):
     _distinct_modes = field_validator("modes")(classmethod(lambda cls, v: _distinct_modes(v)))
     shots: list[int] = Field(default_factory=lambda: [1, 3], min_length=1)
     k_val: int | None = Field(1, ge=1, description="validation slices (None: same as k)")
-    seeds: list[int] = Field(default_factory=lambda: [0, 1], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1,
+                             description="sampling seeds: each draws its own k slices; several give a spread per k")
     recipe: Literal["finetune_sam", "litemedsam_refine"] = "finetune_sam"
     max_epochs: int = Field(6, ge=1, description="the paper's few-shot recipe runs up to 1000 epochs")
     batch_size: int = Field(2, ge=1)

@@ -46,3 +46,12 @@ def litemedsam_random():
 
     torch.manual_seed(0)
     return load_model("litemedsam", allow_random_init=True)
+
+
+@pytest.fixture(scope="session")
+def real_slice_embeddings():
+    """An in-memory embedding cache shared by the tests that embed the 10 real prostate slices with the real
+    LiteMedSAM (test_models, test_official_recipe): each slice is encoded once per session, not once per test."""
+    from samlab.models import EmbeddingCache
+
+    return EmbeddingCache()

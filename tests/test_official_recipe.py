@@ -70,12 +70,11 @@ def _slices(prostate_slices_dir):
 
 
 @pytest.fixture(scope="module")
-def encoded(litemedsam):
+def encoded(litemedsam, real_slice_embeddings):
     """Both box sizes reuse one encoder pass per slice and side: the official embeddings kept here, samlab's in
-    its predictor's in-memory cache (20 encoder passes instead of 40)."""
-    from samlab.models import EmbeddingCache
-
-    return {}, Predictor(litemedsam, cache=EmbeddingCache())
+    the session's in-memory cache (which test_models filled already: 10 encoder passes instead of 40). The
+    official side always encodes afresh, so a cache bug cannot make the two sides agree."""
+    return {}, Predictor(litemedsam, cache=real_slice_embeddings)
 
 
 @pytest.mark.parametrize("expand, official_dice", [(0, 0.906), (5, 0.919)])

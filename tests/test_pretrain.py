@@ -39,10 +39,10 @@ def unlabelled():
 
 @pytest.fixture(scope="module")
 def mae_run(unlabelled):
-    """10 MAE steps (batch 1) from LiteMedSAM's shipped weights, seed 0."""
+    """6 MAE steps (batch 1) from LiteMedSAM's shipped weights, seed 0 (6.7 s a step on the 2-core CPU)."""
     torch.manual_seed(0)
     loaded = load_with_init("litemedsam", "litemedsam")
-    recipe = MAERecipe(steps=10, batch_size=1, lr=5e-4, warmup_fraction=0.3)
+    recipe = MAERecipe(steps=6, batch_size=1, lr=5e-4, warmup_fraction=0.3)
     return loaded, pretrain_mae(loaded, unlabelled, recipe, seed=0, progress=False)
 
 
@@ -55,7 +55,7 @@ def sslsam_file(mae_run, tmp_path_factory):
 def test_mae_loss_falls(mae_run):
     _, result = mae_run
     losses = [r["loss"] for r in result.history]
-    assert len(losses) == 10 and all(np.isfinite(losses))
+    assert len(losses) == 6 and all(np.isfinite(losses))
     first, last = np.mean(losses[:3]), np.mean(losses[-3:])
     assert last < 0.9 * first, f"reconstruction loss did not fall: first 3 steps {first:.4f}, last 3 {last:.4f}"
     lrs = [r["lr"] for r in result.history]
@@ -190,12 +190,12 @@ def test_supsam_merges_sets_and_saves_a_loadable_checkpoint(tmp_path):
     a, b = make_phantom_case(1, shape=(6, 48, 48)), make_phantom_case(2, shape=(6, 48, 48))
     sa = slices_from_volume(a.case_id, a.image, a.labels, a.spacing)
     sb = slices_from_volume(b.case_id, b.image, b.labels, b.spacing)
-    sets = [LabelledSet("bones", sa[2:4], sa[3:4], {"bone": (2,)}),
-            LabelledSet("gut", sb[2:4], sb[3:4], {"rectum": (6,), "bone": (2,)})]
+    sets = [LabelledSet("bones", sa[2:3], sa[3:4], {"bone": (2,)}),
+            LabelledSet("gut", sb[2:3], sb[3:4], {"rectum": (6,), "bone": (2,)})]
     train_s, val_s, structures = merge_label_sets(sets)
     assert structures == {"bones/bone": (2,), "gut/rectum": (8,), "gut/bone": (4,)}
     assert set(np.unique(train_s[0].labels)) <= {0, 2}
-    for original, merged in zip(sb[2:4], train_s[2:]):
+    for original, merged in zip(sb[2:3], train_s[1:]):
         assert np.array_equal(merged.labels == 8, np.asarray(original.labels) == 6)
     loaded = load_with_init("litemedsam", "litemedsam")
     recipe = supsam_recipe(max_epochs=1, warmup_iters=0, batch_size=2)

@@ -145,15 +145,18 @@ def test_real_hippocampus_propagates(hippocampus_raw_dir, litemedsam):
     case = "hippocampus_003"
     image = sitk.GetArrayFromImage(sitk.ReadImage(str(hippocampus_raw_dir / "imagesTr" / f"{case}_0000.nii.gz")))
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(hippocampus_raw_dir / "labelsTr" / f"{case}.nii.gz")))
-    gt = labels > 0
-    image = clip_percentiles(image.astype(np.float32))
+    # slices 2-13 of 35 (the hippocampus starts at slice 4): 10 encoder passes instead of 26, and two slices
+    # below the structure that must stay empty; intensities clipped on the whole volume, as curation does
+    image = clip_percentiles(image.astype(np.float32))[2:14]
+    gt = labels[2:14] > 0
     predictor = Predictor(litemedsam, cache=EmbeddingCache())
     result = propagate_volume(predictor, image, box3d_from_mask(gt))
     score = dice(result.mask, gt)
     print(f"{case}: shape {gt.shape}, propagated Dice {score:.3f}, stops {result.record.stop_reason}, "
           f"{result.record.encoder_calls} encoder calls")
-    # zero-shot LiteMedSAM on 52 x 34 hippocampus slices is weak (0.17 measured on 2 Dec 2026): the check is
-    # that one box yields a non-empty mask overlapping the structure, confined to the box's slices
+    # zero-shot LiteMedSAM on 52 x 34 hippocampus slices is weak (0.17 on the whole volume, 0.35 on these
+    # slices, measured 2 and 5 Dec 2026): the check is that one box yields a non-empty mask overlapping the
+    # structure, confined to the box's slices
     zs = np.flatnonzero(gt.any(axis=(1, 2)))
     assert result.mask.any() and score > 0.1
     assert not result.mask[: zs[0]].any() and not result.mask[zs[-1] + 1:].any()
