@@ -263,8 +263,8 @@ class FinetuneParams(_Params):
     recipe_overrides: dict[str, Any] = Field(default_factory=dict, description="other recipe fields to change")
     automatic_overrides: dict[str, Any] = Field(default_factory=_automatic_defaults,
                                                 description=AUTOMATIC_OVERRIDES_HELP)
-    max_train_slices: int | None = Field(6, ge=1, description="seeded subsample of training slices (None: all)")
-    max_val_slices: int | None = Field(3, ge=1)
+    max_train_slices: int | None = Field(4, ge=1, description="seeded subsample of training slices (None: all)")
+    max_val_slices: int | None = Field(2, ge=1)
     max_test_cases: int | None = Field(None, ge=1)
     min_object_px: int = Field(0, ge=0, description="drop training objects smaller than this (pixels)")
     use_cache: bool = True
@@ -446,8 +446,8 @@ class PretrainParams(_Params):
         default_factory=lambda: ["box"], min_length=1,
         description="phase-2 training modes, each trained from every starting weight (as notebook 04's modes)")
     phase2_max_epochs: int = Field(2, ge=1)
-    max_train_slices: int | None = Field(6, ge=1)
-    max_val_slices: int | None = Field(3, ge=1)
+    max_train_slices: int | None = Field(4, ge=1)
+    max_val_slices: int | None = Field(2, ge=1)
     max_test_cases: int | None = Field(1, ge=1)
     device: Device = "auto"
 
