@@ -150,7 +150,7 @@ class ZeroShotParams(_Params):
     orientation_sensitivity: bool = Field(True, description="notebook 02's last section: Dice of the same slices "
                                                             "under the 8 in-plane flips/rotations (one encoder pass "
                                                             "per slice and transform)")
-    orientation_slices: int = Field(2, ge=1, description="slices of that section (x 8 encoder passes per model)")
+    orientation_slices: int = Field(1, ge=1, description="slices of that section (x 8 encoder passes per model)")
 
     @field_validator("expansions_px")
     @classmethod
