@@ -64,6 +64,7 @@ from tqdm.auto import tqdm
 from ..metrics import dice as dice_score
 from ..models import EmbeddingCache, LoadedModel, Predictor, prepare_image
 from ..models.predictor import _geometry
+from ..prompts import prompt_rng
 from . import distributed as D
 from .forward import _autocast, _TrainStep, encoder_is_trainable, set_train_mode, to_original
 from .checkpoint import (
@@ -91,7 +92,6 @@ from .data import (
     stack_clicks,
     to_decoder_frame,
 )
-from ..prompts import prompt_rng
 from .losses import segmentation_loss
 from .recipes import Recipe
 
