@@ -103,7 +103,7 @@ def draw_prompts(
     mask2d: np.ndarray,
     kind: str,
     rng: np.random.Generator,
-    max_components: int = 4,
+    max_components: int = P.MAX_CLICKS,
     box_noise_fraction: float = 0.1,
     box_noise_cap_px: float = 20.0,
 ) -> list[np.ndarray]:
@@ -115,14 +115,11 @@ def draw_prompts(
         raise ValueError(f"unknown prompt kind {kind!r}; choose from {list(PROMPT_KINDS)}")
     if max_components < 1:
         raise ValueError(f"max_components must be >= 1, got {max_components}")
-    out = []
-    for component in P.connected_components(mask2d)[:max_components]:
-        if kind == "box_noisy":
-            box = P.box_from_mask(component)
-            out.append(P.noisy_box(box, rng, component.shape, fraction=box_noise_fraction, cap=box_noise_cap_px))
-        else:
-            out.append(P.sample_deep_point(component, rng))
-    return out
+    if kind == "point_deep":  # the clicks of fine-tuning's point prompts, here one prompt per click
+        return list(P.structure_clicks(mask2d, rng, max_components)) if np.asarray(mask2d).any() else []
+    return [P.noisy_box(P.box_from_mask(component), rng, component.shape, fraction=box_noise_fraction,
+                        cap=box_noise_cap_px)
+            for component in P.connected_components(mask2d)[:max_components]]
 
 
 def _dice_counts(p: np.ndarray, g: np.ndarray, g_count: int) -> float:
