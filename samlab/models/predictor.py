@@ -18,6 +18,7 @@ from .accelerate import EncoderRunner, configure_threads, default_batch_size
 from .cache import EmbeddingCache
 from .recipes import content_size, get_recipe, resize_content, to_grey_scale_255
 from .registry import LoadedModel, ModelSpec
+from .shared_decoder import decode_prompts
 
 _SAM_MEAN = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)
 _SAM_STD = torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1)
@@ -99,8 +100,10 @@ def prepare_image(spec: ModelSpec, image: np.ndarray) -> tuple[torch.Tensor, Geo
 #: B x 256 x 64 x 64 activations), so the CPU decodes two prompts at a time. Absolute times vary by machine
 #: (a later 2-core machine: ~125 ms per prompt at chunk 2 before the token-major layout of
 #: decoder_layout.py, ~94 ms after; chunk 16: 176 ms), the ordering did not. On accelerators large batches
-#: pay (not measured here: no GPU was available).
-DECODE_CHUNK = {"cpu": 2}
+#: pay (not measured here: no GPU was available). Since the prompts of a call share the image side of the decoder
+#: (shared_decoder.py), a call of 3-4 prompts pays on the CPU too (AMD EPYC, 2 cores, 10 shared slices,
+#: ``benchmarks/decoder_shared.py``: 128 ms per prompt in chunks of 2, 110 ms in chunks of 4; upstream 158 / 156).
+DECODE_CHUNK = {"cpu": 4}
 DEFAULT_DECODE_CHUNK = 64
 
 
@@ -244,14 +247,9 @@ class Predictor:
             sparse = sparse.expand(n, -1, -1)
             dense = dense.expand(n, -1, -1, -1)
         image_pe = prompt_encoder.get_dense_pe()
-        chunks = [
-            mask_decoder(
-                image_embeddings=embedding.features,
-                image_pe=image_pe,
-                sparse_prompt_embeddings=sparse[i:i + self.decode_chunk],
-                dense_prompt_embeddings=dense[i:i + self.decode_chunk],
-                multimask_output=multimask,
-            )
+        chunks = [  # the image side of the decoder computed once per chunk (shared_decoder.py)
+            decode_prompts(mask_decoder, embedding.features, image_pe, sparse[i:i + self.decode_chunk],
+                           dense[i:i + self.decode_chunk], multimask)
             for i in range(0, n, self.decode_chunk)
         ]
         low_res, iou = torch.cat([c[0] for c in chunks]), torch.cat([c[1] for c in chunks])

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.predictor import Geometry
+from ..models.shared_decoder import decode_prompts
 
 
 def set_train_mode(model: nn.Module) -> None:
@@ -64,9 +65,8 @@ def decode(model: nn.Module, features: torch.Tensor, boxes: torch.Tensor | None,
         sparse, dense = sparse.expand(n, -1, -1), dense.expand(n, -1, -1, -1)
     decoder = model.mask_decoder
     image_pe = pe.get_dense_pe()
-    if features.shape[0] == 1 or _decoder_batches_images(decoder):
-        return decoder(image_embeddings=features, image_pe=image_pe, sparse_prompt_embeddings=sparse,
-                       dense_prompt_embeddings=dense, multimask_output=multimask)
+    if features.shape[0] == 1 or _decoder_batches_images(decoder):  # one embedding: its image side is shared
+        return decode_prompts(decoder, features, image_pe, sparse, dense, multimask)
     outs = [decoder(image_embeddings=features[i:i + 1], image_pe=image_pe, sparse_prompt_embeddings=sparse[i:i + 1],
                     dense_prompt_embeddings=dense[i:i + 1], multimask_output=multimask) for i in range(n)]
     return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
