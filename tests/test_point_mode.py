@@ -168,3 +168,63 @@ def test_grid_configurations_know_the_point_mode():
     assert GridConfig("litemedsam", "decoder", "vanilla", mode="point").name == "litemedsam-decoder-vanilla-point"
     with pytest.raises(ValueError, match="unknown scope/method/mode"):
         make_grid(["litemedsam"], ["decoder"], ["lora"], modes=["clicks"])
+
+
+def test_a_mixed_batch_decodes_each_row_as_its_own_prompt_kind(litemedsam):
+    """SupSAM's phase 1 draws a box or a point per item: a mixed batch gives each row what its prompt alone gives."""
+    from samlab.train.forward import decode, decode_mixed
+
+    case = make_phantom_case(1, shape=(6, 64, 64))
+    predictor = Predictor(litemedsam)
+    geometry = _geometry(litemedsam.spec, 64, 64)
+    features = torch.cat([predictor.embed(case.image[z]).features for z in (1, 2, 3)])
+    masks = [np.isin(case.labels[z], (3,)) for z in (1, 2, 3)]  # obturator internus: two pieces per slice
+    from samlab.train.data import box_in_input_frame
+
+    boxes = torch.from_numpy(np.stack([box_in_input_frame(masks[i], geometry) for i in (0, 2)]))
+    coords, labels = stack_clicks([clicks_in_input_frame(masks[1], geometry, np.random.default_rng(0))])
+    points = (torch.from_numpy(coords), torch.from_numpy(labels))
+    model = litemedsam.module
+    with torch.no_grad():
+        mixed, iou = decode_mixed(model, features, boxes, points, torch.tensor([True, False, True]), False)
+        box_rows, box_iou = decode(model, features[[0, 2]], boxes, False)
+        point_rows, _ = decode(model, features[1:2], None, False, points)
+        shared, _ = decode_mixed(model, features[:1], boxes, points, torch.tensor([False, True, True]), False)
+        shared_points, _ = decode(model, features[:1], None, False, points)
+    torch.testing.assert_close(mixed[[0, 2]], box_rows)
+    torch.testing.assert_close(mixed[1:2], point_rows)
+    torch.testing.assert_close(iou[[0, 2]], box_iou)
+    torch.testing.assert_close(shared[0:1], shared_points)
+    assert not torch.allclose(mixed[0], decode(model, features[:1], None, False, (points[0], points[1]))[0][0])
+    with pytest.raises(ValueError, match="2 box rows and 1 point rows"):
+        decode_mixed(model, features, boxes[:1], points, torch.tensor([True, False, True]), False)
+
+
+def test_mixed_mode_trains_on_boxes_and_points_and_is_not_a_grid_mode(phantom_slices, cache, tmp_path, monkeypatch):
+    """SupSAM's phase 1: a box or a point per example, and one structure per slice and epoch (§2.3)."""
+    from samlab.train import loop
+
+    batches = []
+    real = loop._Run._batch
+
+    def spy(self, items, draws):
+        batches.append([(item.slice_index, item.structure, draw[-1] is None) for item, draw in zip(items, draws)])
+        return real(self, items, draws)
+
+    monkeypatch.setattr(loop._Run, "_batch", spy)
+    recipe = get_recipe("litemedsam_refine", max_epochs=3, batch_size=2, lr=1e-3)
+    result = train(_point_model(), phantom_slices[3:5], phantom_slices[5:6], STRUCTURES, recipe, mode="mixed",
+                   cache=cache, out_dir=tmp_path, progress=False, structure_per_slice=True)
+    assert result.mode == "mixed" and load_checkpoint(tmp_path / "last.pt")["meta"]["mode"] == "mixed"
+    assert result.n_train_items == 4 and len(batches) == 3, "an epoch is one batch: 2 slices, not 4 items"
+    for epoch in batches:
+        assert sorted(s for s, _, _ in epoch) == [0, 1], f"each slice once per epoch: {epoch}"
+    kinds = [is_box for epoch in batches for _, _, is_box in epoch]
+    assert any(kinds) and not all(kinds), f"a mixed run drew only one prompt kind: {kinds}"
+    assert len({structure for epoch in batches for _, structure, _ in epoch}) == 2, "both structures get drawn"
+    assert all(np.isfinite(row["val_loss"]) for row in result.history)
+    with pytest.raises(ValueError, match="unknown scope/method/mode"):
+        make_grid(["litemedsam"], ["decoder"], ["lora"], modes=["mixed"])
+    with pytest.raises(ValueError, match="automatic mode has no prompt"):
+        train(_point_model(), phantom_slices[3:5], phantom_slices[5:6], STRUCTURES, recipe, mode="automatic",
+              cache=cache, progress=False, structure_per_slice=True)

@@ -206,6 +206,7 @@ def test_supsam_merges_sets_and_saves_a_loadable_checkpoint(tmp_path):
     built = build_model(GridConfig("litemedsam", "decoder", "vanilla", f"supsam:{path}"), seed=0)
     assert built.init == "supsam:supsam"
     payload = read_init_checkpoint(path)
+    assert result.mode == "mixed" and payload["meta"]["prompt_mode"] == "mixed", "the paper's box-or-point prompts"
     state = built.module.state_dict()
     assert all(torch.equal(state[k], v) for k, v in payload["state"].items())
 

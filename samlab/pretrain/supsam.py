@@ -11,7 +11,11 @@ encoder in every scope), so this module only does what is specific to phase 1 --
 labelled sets into one label space (:func:`merge_label_sets`: set ``i``'s label ``v`` becomes
 ``v + offset_i``, its structure ``s`` becomes ``<set>/<s>``, so one box per structure and slice is
 simulated from its own mask) -- and saves the encoder and decoder as a phase-1 checkpoint
-(``init: supsam:<path>``). Prompts are boxes (the training loop's; the paper draws a box *or* a point).
+(``init: supsam:<path>``). Prompts: each structure on each slice gets a box *or* a point prompt with equal
+probability, drawn anew every epoch (the loop's ``mixed`` mode), and, as in the paper, an image is one example:
+each epoch prompts one structure of every slice, drawn anew (``structure_per_slice``), so a slice is encoded
+once per epoch rather than once per structure it holds. The paper draws the box-or-point choice per
+contiguous region; here a structure's point prompt holds a click per region, and its box covers all of them.
 """
 from __future__ import annotations
 
@@ -82,16 +86,19 @@ def supsam_recipe(name: str = "finetune_sam", **overrides: Any) -> Recipe:
 
 def pretrain_supervised(loaded: LoadedModel, sets: Sequence[LabelledSet], recipe: Recipe, *,
                         out_dir: str | Path | None = None, device: Any = "cpu", seed: int = 0,
-                        progress: bool = True) -> tuple[LoadedModel, TrainResult, dict[str, tuple]]:
-    """Train ``loaded`` (encoder + decoder, vanilla; prompt encoder frozen) on every set at once, box prompts.
+                        progress: bool = True, mode: str = "mixed"
+                        ) -> tuple[LoadedModel, TrainResult, dict[str, tuple]]:
+    """Train ``loaded`` (encoder + decoder, vanilla; prompt encoder frozen) on every set at once.
+
+    ``mode``: ``mixed`` (the paper: a box or a point prompt per structure and slice), or ``box`` / ``point``.
 
     Returns the model holding the best weights on the merged validation slices, the training record
     and the merged structures. Checkpoints (resumable) go to ``out_dir`` as in any training run.
     """
     train_slices, val_slices, structures = merge_label_sets(sets)
     apply_peft(loaded.module, "vanilla", "encoder_decoder")
-    result = train(loaded, train_slices, val_slices, structures, recipe, mode="box", out_dir=out_dir,
-                   device=device, seed=seed, use_cache=False, progress=progress)
+    result = train(loaded, train_slices, val_slices, structures, recipe, mode=mode, out_dir=out_dir,
+                   device=device, seed=seed, use_cache=False, progress=progress, structure_per_slice=True)
     return loaded, result, structures
 
 
@@ -100,7 +107,10 @@ def save_supsam(path: str | Path, loaded: LoadedModel, result: TrainResult, stru
     """The trained image encoder and mask decoder as a phase-1 checkpoint (``init: supsam:<path>``)."""
     base = loaded.init if loaded.init_name is not None else default_init(loaded.spec.name)
     state = {k: v for k, v in loaded.module.state_dict().items() if k.startswith(("image_encoder.", "mask_decoder."))}
-    meta = {"objective": "prompt-based supervised (box prompts from masks, prompt encoder frozen, vanilla)",
+    prompts = {"mixed": "box or point prompts (equal probability)", "box": "box prompts",
+               "point": "point prompts"}.get(result.mode, f"{result.mode} prompts")
+    meta = {"objective": f"prompt-based supervised ({prompts} from masks, prompt encoder frozen, vanilla)",
+            "prompt_mode": result.mode,
             "history": result.history, "best_epoch": result.best_epoch, "best_score": result.best_score,
             "select_on": result.select_on, "stopped_early": result.stopped_early,
             "structures": {k: list(v) for k, v in structures.items()}, "base_weights_sha256": loaded.sha256,

@@ -27,8 +27,9 @@ from .data import TRAINING_MODES, class_values
 
 
 #: Training modes: box-prompted, point-prompted (a click per piece of the structure), and prompt-free
-#: (a class map per slice).
-MODES: tuple[str, ...] = TRAINING_MODES
+#: (a class map per slice). ``mixed`` (box or point per item) is SupSAM's phase-1 mode only: a configuration is
+#: scored with one prompt kind, so it is not a grid mode.
+MODES: tuple[str, ...] = tuple(m for m in TRAINING_MODES if m != "mixed")
 
 #: The paper's backbone (Table 3 row) each registry model corresponds to.
 PAPER_BACKBONE: dict[str, str] = {

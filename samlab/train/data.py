@@ -48,7 +48,10 @@ from ..prompts import MAX_CLICKS, box_from_mask, structure_clicks
 FLIPS: tuple[int, ...] = (0, 1, 2, 3)
 
 #: Training modes: a box per structure, a click per piece of the structure, or no prompt at all.
-TRAINING_MODES: tuple[str, ...] = ("box", "point", "automatic")
+TRAINING_MODES: tuple[str, ...] = ("box", "point", "automatic", "mixed")
+#: ``mixed`` (SupSAM's phase 1, §2.3): each item gets a box *or* a point prompt with equal probability. It is a
+#: training mode only: a fine-tuned model is scored with one prompt kind (``box`` or ``point``).
+MIXED_BOX_PROBABILITY = 0.5
 
 
 @dataclass(frozen=True, eq=False)
@@ -98,7 +101,7 @@ def make_items(slices: Sequence[SliceRecord], structures: Mapping[str, Sequence[
                min_object_px: int = 0) -> list[TrainItem]:
     """Training items of ``slices``.
 
-    Box and point mode: one item per (slice, structure) whose mask has at least
+    Box, point and mixed mode: one item per (slice, structure) whose mask has at least
     ``max(1, min_object_px)`` pixels (the pelvic study dropped objects under 100 px at 256 x 256).
     Automatic mode: one item per slice with any structure present (the 18-configuration study drops
     empty images).

@@ -99,8 +99,10 @@ class _TrainStep(nn.Module):
         self.model = model
         self.cached, self.encoder_trainable, self.multimask = cached, encoder_trainable, multimask
 
-    def forward(self, inputs: torch.Tensor, boxes: torch.Tensor | None, points: Points | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, inputs: torch.Tensor, boxes: torch.Tensor | None, points: Points | None = None,
+                is_box: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``is_box`` (B,) bool marks a mixed batch: ``boxes`` then holds the box rows' prompts and ``points``
+        the others', each in batch order."""
         if self.cached:
             features = inputs
         elif self.encoder_trainable:
@@ -108,4 +110,31 @@ class _TrainStep(nn.Module):
         else:
             with torch.no_grad():
                 features = self.model.image_encoder(inputs)
-        return decode(self.model, features, boxes, self.multimask, points)
+        if is_box is None:
+            return decode(self.model, features, boxes, self.multimask, points)
+        return decode_mixed(self.model, features, boxes, points, is_box, self.multimask)
+
+
+def decode_mixed(model: nn.Module, features: torch.Tensor, boxes: torch.Tensor, points: Points,
+                 is_box: torch.Tensor, multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch whose items carry a box *or* a point prompt (SupSAM's phase 1): two decoder calls, rows back in order.
+
+    Why two calls and not one: a box is two sparse tokens and a point prompt five (four clicks and the
+    pad), and the decoder attends to padding tokens, so padding a box to a point prompt's length would
+    train a box prompt the model never sees at test time. Each row's output is exactly what
+    :func:`decode` gives for its prompt alone. ``features``: B embeddings, or 1 shared by every prompt.
+    """
+    box_rows = torch.nonzero(is_box, as_tuple=True)[0]
+    point_rows = torch.nonzero(~is_box, as_tuple=True)[0]
+    if len(box_rows) != boxes.shape[0] or len(point_rows) != points[0].shape[0]:
+        raise ValueError(f"mixed batch: {len(box_rows)} box rows and {len(point_rows)} point rows, but "
+                         f"{boxes.shape[0]} boxes and {points[0].shape[0]} point prompts")
+    shared = features.shape[0] == 1
+
+    def rows(index: torch.Tensor) -> torch.Tensor:
+        return features if shared else features[index.to(features.device)]
+
+    low_box, iou_box = decode(model, rows(box_rows), boxes, multimask)
+    low_point, iou_point = decode(model, rows(point_rows), None, multimask, points)
+    order = torch.argsort(torch.cat([box_rows, point_rows])).to(low_box.device)
+    return torch.cat([low_box, low_point])[order], torch.cat([iou_box, iou_point])[order]

@@ -1,4 +1,4 @@
-"""The one training loop: box- or point-prompted or automatic SAM fine-tuning with checkpoints and resume.
+"""The one training loop: box-, point- or mixed-prompted or automatic SAM fine-tuning with checkpoints and resume.
 
 What it does, in order: validates once before training (epoch 0: the starting model's
 validation Dice and loss, so "fine-tuning did not help" is visible and the pretrained
@@ -77,6 +77,7 @@ from .checkpoint import (
 )
 from .data import (
     FLIPS,
+    MIXED_BOX_PROBABILITY,
     SliceRecord,
     TrainItem,
     box_in_input_frame,
@@ -114,6 +115,7 @@ class TrainResult:
     checkpoint_dir: Path | None
     resumed_from_epoch: int | None
     epoch_seconds: list[float] = field(default_factory=list)  # epochs run in this call
+    mode: str = "box"  # the training mode (box, point, mixed, automatic)
 
 
 # ----------------------------------------------------------------------------------- optimisation
@@ -165,7 +167,8 @@ class _Run:
 
     def __init__(self, loaded: LoadedModel, train_slices, val_slices, structures, recipe: Recipe, mode: str,
                  device: torch.device, seed: int, use_cache: bool | None, cache: EmbeddingCache | None,
-                 cache_flips: bool, min_object_px: int, progress: bool, ctx: D.DistContext):
+                 cache_flips: bool, min_object_px: int, progress: bool, ctx: D.DistContext,
+                 structure_per_slice: bool = False):
         self.model = loaded.module
         self.ctx = ctx
         self.spec = loaded.spec
@@ -178,6 +181,16 @@ class _Run:
             raise ValueError("no training items: no structure of `structures` occurs in the training slices")
         if not self.val_items:
             raise ValueError("no validation items: no structure of `structures` occurs in the validation slices")
+        # SupSAM's phase 1 (§2.3) trains one prompt per image: each epoch draws one structure of every slice.
+        self.slice_groups: list[list[int]] | None = None
+        if structure_per_slice:
+            if mode == "automatic":
+                raise ValueError("structure_per_slice draws a structure to prompt; automatic mode has no prompt")
+            groups: dict[int, list[int]] = {}
+            for k, item in enumerate(self.train_items):
+                groups.setdefault(item.slice_index, []).append(k)
+            self.slice_groups = list(groups.values())
+        self.epoch_items = len(self.slice_groups) if self.slice_groups is not None else len(self.train_items)
         self.multimask = mode == "automatic"
         n_out = self.model.mask_decoder.num_multimask_outputs
         if self.multimask and n_out != len(self.values) + 1:
@@ -210,7 +223,7 @@ class _Run:
             raise ValueError(f"recipe {recipe.name!r}: batch_size {recipe.batch_size} is the global batch and must be "
                              f"divisible by the number of processes ({ctx.world_size})")
         self.rank_batch = recipe.batch_size // ctx.world_size
-        self.items_per_rank = D.padded_length(len(self.train_items), ctx) // ctx.world_size
+        self.items_per_rank = D.padded_length(self.epoch_items, ctx) // ctx.world_size
         self.batches_per_epoch = math.ceil(self.items_per_rank / self.rank_batch)
         steps_per_epoch = math.ceil(self.batches_per_epoch / recipe.accumulate)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -238,6 +251,7 @@ class _Run:
             "augmentations": self.augmentations,
             "structures": self.structures,
             "min_object_px": min_object_px,
+            **({"structure_per_slice": True} if structure_per_slice else {}),
             "world_size": ctx.world_size,
             "train_data": data_fingerprint(train_slices, self.train_items),
             "val_data": data_fingerprint(val_slices, self.val_items),
@@ -253,7 +267,7 @@ class _Run:
         if r.jitter_brightness > 0 or r.jitter_contrast > 0:
             (dropped if self.cached else applied).append(
                 f"jitter(brightness={r.jitter_brightness}, contrast={r.jitter_contrast})")
-        if r.box_shift_px > 0 and self.mode == "box":
+        if r.box_shift_px > 0 and self.mode in ("box", "mixed"):
             applied.append(f"box_shift(0..{r.box_shift_px}px)")
         if dropped:
             warnings.warn(
@@ -274,14 +288,18 @@ class _Run:
             b = 1.0 + (2 * float(u[0]) - 1) * r.jitter_brightness
             c = 1.0 + (2 * float(u[1]) - 1) * r.jitter_contrast
         shift = click_seed = None
-        if self.mode == "box" and r.box_shift_px > 0:
+        kind = self.mode
+        if kind == "mixed":  # a box or a point, with equal probability (SupSAM's phase 1)
+            kind = "box" if float(torch.rand(1, generator=g)) < MIXED_BOX_PROBABILITY else "point"
+        if kind == "box" and r.box_shift_px > 0:
             shift = torch.randint(0, r.box_shift_px + 1, (4,), generator=g)
-        if self.mode == "point":  # the click's own numpy generator, seeded from the run's (so resume redraws it)
+        if kind == "point":  # the click's own numpy generator, seeded from the run's (so resume redraws it)
             click_seed = int(torch.randint(0, 2**62, (1,), generator=g))
         return flip_code, equalise, b, c, shift, click_seed
 
     def _batch(self, items: Sequence[TrainItem], draws: Sequence[tuple]):
-        images, targets, boxes, clicks = [], [], [], []
+        """Inputs, targets and prompts of a micro-batch; an item with a click seed gets a point prompt, else a box."""
+        images, targets, boxes, clicks, is_box = [], [], [], [], []
         for item, (flip_code, equalise, b, c, shift, click_seed) in zip(items, draws):
             sl = self.train_in.slices[item.slice_index]
             geometry = self.train_in.geometry[item.slice_index]
@@ -298,32 +316,47 @@ class _Run:
                                                 integer=True))
                 continue
             mask = np.isin(labels, item.values)
-            if self.mode == "box":
+            is_box.append(click_seed is None)
+            if click_seed is None:
                 boxes.append(box_in_input_frame(mask, geometry, shift))
             else:
                 clicks.append(clicks_in_input_frame(mask, geometry, np.random.default_rng(click_seed)))
             targets.append(to_decoder_frame(mask, geometry, self.low_res))
         return (torch.cat(images).to(self.device), torch.stack(targets).to(self.device),
-                self._prompts(boxes, clicks))
+                self._prompts(boxes, clicks, is_box))
 
-    def _prompts(self, boxes: list[np.ndarray], clicks: list[np.ndarray]) -> dict[str, Any]:
-        """The decoder's prompt arguments of a batch: ``boxes`` (box mode), ``points`` (point mode) or none."""
+    def _prompts(self, boxes: list[np.ndarray], clicks: list[np.ndarray], is_box: Sequence[bool] = ()
+                 ) -> dict[str, Any]:
+        """The decoder's prompt arguments of a batch: ``boxes`` (box mode), ``points`` (point mode), both and
+        ``is_box`` (a mixed batch: which rows have the boxes, in order) or none (automatic mode)."""
+        prompts: dict[str, Any] = {}
         if boxes:
-            return {"boxes": torch.from_numpy(np.stack(boxes)).to(self.device)}
+            prompts["boxes"] = torch.from_numpy(np.stack(boxes)).to(self.device)
         if clicks:
             coords, labels = stack_clicks(clicks)
-            return {"points": (torch.from_numpy(coords).to(self.device), torch.from_numpy(labels).to(self.device))}
-        return {}
+            prompts["points"] = (torch.from_numpy(coords).to(self.device), torch.from_numpy(labels).to(self.device))
+        if boxes and clicks:
+            prompts["is_box"] = torch.tensor(list(is_box), dtype=torch.bool, device=self.device)
+        return prompts
 
     def _forward(self, inputs: torch.Tensor, prompts: dict[str, Any], train: bool):
         with self.autocast:
-            return (self.train_step if train else self.step)(inputs, prompts.get("boxes"), prompts.get("points"))
+            return (self.train_step if train else self.step)(inputs, prompts.get("boxes"), prompts.get("points"),
+                                                             prompts.get("is_box"))
 
     # ------------------------------------------------------------------ epochs
+    def _epoch_order(self) -> list[int]:
+        """Indices into the training items, shuffled: every item, or one drawn structure per slice."""
+        g = self.generator
+        if self.slice_groups is None:
+            return torch.randperm(len(self.train_items), generator=g).tolist()
+        picks = [group[int(torch.randint(0, len(group), (1,), generator=g))] for group in self.slice_groups]
+        return [picks[i] for i in torch.randperm(len(picks), generator=g).tolist()]
+
     def train_epoch(self, epoch: int) -> float:
         r = self.recipe
         set_train_mode(self.model)
-        order = torch.randperm(len(self.train_items), generator=self.generator).tolist()
+        order = self._epoch_order()
         n, world = len(order), self.ctx.world_size
         # Every rank draws the augmentations of every item, as one process does, so all generators stay in step.
         draws = [self._draw() for _ in range(n)]
@@ -387,12 +420,7 @@ class _Run:
             inputs = self.val_in.features[(index, 0)] if self.cached else self.val_in.pixels(index, 0, False)
             if self.mode != "automatic":
                 masks = [np.isin(labels, it.values) for it in items]
-                if self.mode == "box":
-                    prompts = self._prompts([box_in_input_frame(m, geometry) for m in masks], [])
-                else:  # the same clicks every epoch: keyed by the slice and structure, not drawn from the run
-                    prompts = self._prompts([], [clicks_in_input_frame(
-                        m, geometry, prompt_rng(self.seed, sl.case_id, sl.z, it.structure, "point_deep"))
-                        for m, it in zip(masks, items)])
+                prompts = self._val_prompts(sl, geometry, items, masks)
                 targets = torch.stack([to_decoder_frame(m, geometry, self.low_res) for m in masks]).to(self.device)
                 logits, iou = self._forward(inputs.to(self.device), prompts, train=False)
                 loss, _ = segmentation_loss(r.loss, logits, targets, iou, r.train_iou_head)
@@ -414,6 +442,25 @@ class _Run:
         loss_sum, n_loss, dice_sum, n_dice = D.all_reduce_sums([loss_sum, n_loss, float(np.sum(dices)), len(dices)],
                                                                self.ctx)
         return loss_sum / n_loss, dice_sum / n_dice
+
+    def _val_prompts(self, sl: SliceRecord, geometry, items: Sequence[TrainItem], masks: Sequence[np.ndarray]
+                     ) -> dict[str, Any]:
+        """The same prompts every epoch: clicks (and a mixed run's box-or-point choice) come from a generator keyed
+        by the slice and structure, not from the run's."""
+        boxes, clicks, is_box = [], [], []
+        for mask, item in zip(masks, items):
+            kind, rng = self.mode, None
+            if kind == "mixed":
+                rng = prompt_rng(self.seed, sl.case_id, sl.z, item.structure, "mixed")
+                kind = "box" if rng.random() < MIXED_BOX_PROBABILITY else "point"
+            elif kind == "point":
+                rng = prompt_rng(self.seed, sl.case_id, sl.z, item.structure, "point_deep")
+            is_box.append(kind == "box")
+            if kind == "box":
+                boxes.append(box_in_input_frame(mask, geometry))
+            else:
+                clicks.append(clicks_in_input_frame(mask, geometry, rng))
+        return self._prompts(boxes, clicks, is_box)
 
     # ------------------------------------------------------------------ checkpoints
     def payload(self, epoch: int, history, best_epoch, best_score, finished: bool, stopped: bool) -> dict:
@@ -486,6 +533,7 @@ def train(
     progress: bool = True,
     on_epoch_end: Callable[[dict], None] | None = None,
     distributed: D.DistContext | None = None,
+    structure_per_slice: bool = False,
 ) -> TrainResult:
     """Fine-tune ``loaded.module`` (already adapted with :func:`samlab.peft.apply_peft`) and return its history.
 
@@ -496,8 +544,9 @@ def train(
             (one item per structure and slice, a box from its ground truth); point mode likewise with a
             click per connected piece of the structure; automatic mode predicts every label value as a class.
         recipe: :data:`samlab.train.RECIPES` entry (possibly with overrides).
-        mode: ``"box"`` (box-prompted), ``"point"`` (click-prompted) or ``"automatic"`` (prompt encoder
-            called with no prompt).
+        mode: ``"box"`` (box-prompted), ``"point"`` (click-prompted), ``"mixed"`` (a box or a click per item
+            with equal probability, drawn anew every epoch: SupSAM's phase 1) or ``"automatic"`` (prompt
+            encoder called with no prompt).
         out_dir: where ``last.pt`` / ``best.pt`` go; ``None`` keeps everything in memory.
         resume: continue from ``out_dir/last.pt`` if it exists (it must come from the same run:
             model, weights, PEFT, mode, recipe, seed, data -- otherwise an error says what differs).
@@ -505,6 +554,8 @@ def train(
         cache: an :class:`~samlab.models.EmbeddingCache` to share (e.g. the run directory's).
         cache_flips: with the cache, also encode flipped slices so that flips stay exact.
         min_object_px: drop box- and point-mode training items with fewer foreground pixels.
+        structure_per_slice: an epoch visits every training slice once, prompting one of its structures drawn
+            anew each epoch (SupSAM's phase 1: one prompt per image), instead of every (slice, structure) item.
         on_epoch_end: called with each epoch's history row after its checkpoint is written (rank 0 only).
         distributed: this process's place in a data-parallel run; ``None`` = the initialised
             process group's (see :func:`samlab.train.distributed.init_from_env`), or a plain
@@ -520,7 +571,7 @@ def train(
     if ctx.enabled and not ctx.is_main:
         cache = None  # one writer for an on-disk cache; the other ranks keep their embeddings in memory
     run = _Run(loaded, train_slices, val_slices, structures, recipe, mode, device, seed, use_cache, cache,
-               cache_flips, min_object_px, progress and ctx.is_main, ctx)
+               cache_flips, min_object_px, progress and ctx.is_main, ctx, structure_per_slice)
     select = recipe.select_on
     better = (lambda a, b: a > b) if select == "val_dice" else (lambda a, b: a < b)
     out = Path(out_dir) if out_dir is not None else None
@@ -580,5 +631,5 @@ def train(
         history=history, best_epoch=best_epoch, best_score=float(best_score), select_on=select,
         stopped_early=stopped, augmentations=run.augmentations, n_train_items=len(run.train_items),
         n_val_items=len(run.val_items), encoder_passes=run.encoder_passes, checkpoint_dir=out,
-        resumed_from_epoch=resumed_from, epoch_seconds=seconds,
+        resumed_from_epoch=resumed_from, epoch_seconds=seconds, mode=run.mode,
     )
