@@ -14,7 +14,7 @@ from samlab.data.orientation import (INPLANE_INVERSES, INPLANE_TRANSFORMS, apply
 from samlab.prompts import box_from_mask
 from samlab.results import COLUMNS, make_rows, read_results, to_frame, write_results
 
-N_SLICES = 3
+N_SLICES = 2  # 16 encoder passes; notebook 02 runs the same study on the phantom
 
 
 # --------------------------------------------------------------------------- the transforms
