@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import pickle
+import shutil
 
 import numpy as np
 import pytest
@@ -27,7 +28,8 @@ from samlab.models.inits import (
     save_init_checkpoint,
 )
 from samlab.pretrain.data import is_blank, read_image_folder, slices_from_cases, subsample
-from samlab.pretrain.mae import MAERecipe, pretrain_mae, random_masks, reconstruct, save_sslsam
+from samlab.pretrain.mae import MAE_CHECKPOINT, MAERecipe, pretrain_mae, random_masks, reconstruct, save_sslsam
+from samlab.train.checkpoint import TrainCheckpointError
 from samlab.train import GridConfig, build_model, slices_from_volume
 
 
@@ -37,13 +39,28 @@ def unlabelled():
     return [s.image for s in slices_from_cases(cases)]
 
 
+MAE_RECIPE = MAERecipe(steps=6, batch_size=1, lr=5e-4, warmup_fraction=0.3)
+
+
 @pytest.fixture(scope="module")
-def mae_run(unlabelled):
-    """6 MAE steps (batch 1) from LiteMedSAM's shipped weights, seed 0 (6.7 s a step on the 2-core CPU)."""
+def mae_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("mae_run")
+
+
+@pytest.fixture(scope="module")
+def mae_run(unlabelled, mae_dir):
+    """6 MAE steps (batch 1) from LiteMedSAM's shipped weights, seed 0 (6.7 s a step on the 2-core CPU).
+
+    Checkpoints every 3 steps; the one after step 3 is kept as ``step3.pt`` for the resume test."""
     torch.manual_seed(0)
     loaded = load_with_init("litemedsam", "litemedsam")
-    recipe = MAERecipe(steps=6, batch_size=1, lr=5e-4, warmup_fraction=0.3)
-    return loaded, pretrain_mae(loaded, unlabelled, recipe, seed=0, progress=False)
+
+    def keep_step3(row):
+        if row["step"] == 3:
+            shutil.copy(mae_dir / MAE_CHECKPOINT, mae_dir / "step3.pt")
+
+    return loaded, pretrain_mae(loaded, unlabelled, MAE_RECIPE, seed=0, progress=False, out_dir=mae_dir,
+                                checkpoint_every=3, on_step=keep_step3)
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +77,34 @@ def test_mae_loss_falls(mae_run):
     assert last < 0.9 * first, f"reconstruction loss did not fall: first 3 steps {first:.4f}, last 3 {last:.4f}"
     lrs = [r["lr"] for r in result.history]
     assert lrs[0] < max(lrs) and lrs[-1] < max(lrs)  # warm-up, then cosine decay
+
+
+def test_mae_resumes_from_a_mid_run_checkpoint_to_the_same_steps(mae_run, mae_dir, unlabelled, tmp_path):
+    """A run killed after step 3 and rerun continues from its checkpoint: steps 4-6 equal the uninterrupted run's."""
+    _, result = mae_run
+    assert result.resumed_from_step is None and (mae_dir / MAE_CHECKPOINT).is_file()
+    shutil.copy(mae_dir / "step3.pt", tmp_path / MAE_CHECKPOINT)
+    torch.manual_seed(123)  # the global RNG disturbed: the checkpoint's state must win
+    fresh = load_with_init("litemedsam", "litemedsam")
+    resumed = pretrain_mae(fresh, unlabelled, MAE_RECIPE, seed=0, progress=False, out_dir=tmp_path, checkpoint_every=3)
+    assert resumed.resumed_from_step == 3
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in result.history]
+    assert [r["lr"] for r in resumed.history] == [r["lr"] for r in result.history]
+    theirs, ours = result.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(theirs[k], ours[k]) for k in theirs), "resumed encoder differs from the uninterrupted one"
+    # A finished run resumes to itself without a step; another recipe is refused with the field named.
+    again = pretrain_mae(load_with_init("litemedsam", "litemedsam"), unlabelled, MAE_RECIPE, seed=0, progress=False,
+                         out_dir=tmp_path)
+    assert again.resumed_from_step == 6 and len(again.history) == 6
+    with pytest.raises(TrainCheckpointError, match=r"mae_last.pt belongs to a different MAE run \(differs in: recipe\)"):
+        pretrain_mae(fresh, unlabelled, MAERecipe(steps=6, batch_size=1, lr=1e-3, warmup_fraction=0.3), seed=0,
+                     progress=False, out_dir=tmp_path)
+    with pytest.raises(TrainCheckpointError, match="differs in: images_sha256, n_images"):
+        pretrain_mae(fresh, unlabelled[:2], MAE_RECIPE, seed=0, progress=False, out_dir=tmp_path)
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / MAE_CHECKPOINT).write_bytes(b"not a checkpoint")
+    with pytest.raises(TrainCheckpointError, match="junk/mae_last.pt"):
+        pretrain_mae(fresh, unlabelled, MAE_RECIPE, seed=0, progress=False, out_dir=tmp_path / "junk")
 
 
 def test_masks_have_the_ratio_and_hide_their_patches(mae_run, unlabelled):

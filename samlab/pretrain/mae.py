@@ -27,6 +27,12 @@ Encoder BatchNorm (TinyViT's ``Conv2d_BN``) keeps its running statistics: with b
 masked images, updating them would re-estimate them from inputs that are 75 % mask token. Its
 affine parameters train.
 
+Resume: with ``out_dir``, every ``checkpoint_every`` steps (and the last) the whole state -- encoder, head and
+mask token, optimiser, schedule, the batch generator's and torch's RNG states, the unvisited part of the epoch's
+order and the loss history -- goes to ``out_dir/mae_last.pt`` (atomically, tensors and plain values only); a rerun
+with the same arguments continues from there and produces the same steps as an uninterrupted run. A checkpoint
+from different arguments (recipe, seed, images, base weights, process count) is refused, naming what differs.
+
 Output: :func:`save_sslsam` writes the encoder's weights as a phase-1 checkpoint
 (:mod:`samlab.models.inits`), which ``init: sslsam:<path>`` loads into any configuration of the same
 model (decoder-only or encoder + decoder, vanilla / LoRA / Adapter).
@@ -34,6 +40,8 @@ model (decoder-only or encoder + decoder, vanilla / LoRA / Adapter).
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -48,6 +56,7 @@ from torch import nn
 from ..models import LoadedModel, prepare_image
 from ..models.inits import default_init, save_init_checkpoint
 from ..train import distributed as D
+from ..train.checkpoint import CHECKPOINT_FORMAT, TrainCheckpointError, load_checkpoint, save_checkpoint
 
 #: The MAE paper's pre-training settings (He et al., 2022, Table 8 / Appendix A.1), as the 18-config study uses.
 MAE_PAPER = {"mask_ratio": 0.75, "patch_size": 16, "blr": 1.5e-4, "weight_decay": 0.05, "betas": (0.9, 0.95),
@@ -220,6 +229,8 @@ class MAEResult:
     n_images: int = 0
     seconds: float = 0.0
     model: MaskedImageModel | None = None
+    #: steps already done when this call started (from ``out_dir/mae_last.pt``); None = started from step 0
+    resumed_from_step: int | None = None
 
     def mean_loss(self, first: int | None = None, last: int | None = None) -> float:
         rows = self.history[:first] if first is not None else self.history[-(last or len(self.history)):]
@@ -245,16 +256,39 @@ def prepare_batch(loaded: LoadedModel, images: Sequence[np.ndarray], flips: Sequ
     return torch.cat(tensors)
 
 
+#: The resumable state of an MAE run inside its ``out_dir``.
+MAE_CHECKPOINT = "mae_last.pt"
+
+
+def _run_meta(loaded: LoadedModel, images: Sequence[np.ndarray], recipe: MAERecipe, seed: int,
+              world_size: int) -> dict[str, Any]:
+    """What makes two MAE runs the same run: a checkpoint resumes only a run with equal meta."""
+    digest = hashlib.sha256()
+    for image in images:
+        array = np.ascontiguousarray(image, dtype=np.float32)
+        digest.update(str(array.shape).encode())
+        digest.update(array.tobytes())
+    return {"model": loaded.spec.name, "base_weights_sha256": loaded.sha256,
+            "recipe": json.loads(json.dumps(asdict(recipe))), "seed": int(seed), "n_images": len(images),
+            "images_sha256": digest.hexdigest(), "world_size": world_size}
+
+
 def pretrain_mae(loaded: LoadedModel, images: Sequence[np.ndarray], recipe: MAERecipe, *, seed: int = 0,
                  device: str | torch.device = "cpu", progress: bool = True,
                  on_step: Callable[[dict], None] | None = None,
-                 distributed: D.DistContext | None = None) -> MAEResult:
+                 distributed: D.DistContext | None = None, out_dir: str | Path | None = None,
+                 resume: bool = True, checkpoint_every: int = 10) -> MAEResult:
     """Masked-image pre-training of ``loaded``'s image encoder on 2D ``images`` (labels never seen).
 
     Every random choice (batch order, flips, masks) comes from one generator seeded by ``seed``, so
     a run is reproducible. Under torchrun (``distributed``, or the initialised process group) each
     rank takes its share of every global batch of ``batch_size`` images and DDP averages the gradients.
+    ``out_dir``: where ``mae_last.pt`` is written every ``checkpoint_every`` steps and after the last one;
+    with ``resume`` a run continues from it (see the module docstring), otherwise it starts over.
+    ``on_step`` is called with each step's row after that step's checkpoint is written.
     """
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be at least 1, got {checkpoint_every}")
     if not images:
         raise ValueError("no images to pre-train on: the unlabelled slice list is empty")
     ctx = distributed or D.DistContext.current()
@@ -266,26 +300,47 @@ def pretrain_mae(loaded: LoadedModel, images: Sequence[np.ndarray], recipe: MAER
     model = build_masked_model(loaded, recipe).to(device)
     for p in model.parameters():
         p.requires_grad_(True)
+    lr = recipe.learning_rate(ctx.world_size)
+    optimizer = torch.optim.AdamW(_param_groups(model, recipe.weight_decay), lr=lr, betas=tuple(recipe.betas))
+    warmup = int(round(recipe.warmup_fraction * recipe.steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, recipe.steps, warmup))
+    generator = torch.Generator().manual_seed(int(seed))
+    order: list[int] = []
+    result = MAEResult(recipe=asdict(recipe), n_images=len(images))
+    meta = _run_meta(loaded, images, recipe, seed, ctx.world_size)
+    path = Path(out_dir) / MAE_CHECKPOINT if out_dir is not None else None
+    first_step, earlier_seconds = 0, 0.0
+    if path is not None and ctx.is_main:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    if path is not None and resume and path.is_file():
+        ck = load_checkpoint(path)
+        if ck.get("meta") != meta:
+            theirs = ck.get("meta") or {}
+            diff = sorted(k for k in set(theirs) | set(meta) if theirs.get(k) != meta.get(k))
+            raise TrainCheckpointError(f"{path} belongs to a different MAE run (differs in: {', '.join(diff)}); "
+                                       "use another out_dir, delete it, or pass resume=False to start over")
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        generator.set_state(ck["rng"]["mae"])
+        torch.set_rng_state(ck["rng"]["torch"])
+        order, result.history = list(ck["order"]), list(ck["history"])
+        first_step, earlier_seconds = int(ck["step"]), float(ck["seconds"])
+        result.resumed_from_step = first_step
     model.train()
     _freeze_batchnorm_statistics(model.encoder)
     step_model: nn.Module = model
     if ctx.enabled:
         step_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
-    lr = recipe.learning_rate(ctx.world_size)
-    optimizer = torch.optim.AdamW(_param_groups(model, recipe.weight_decay), lr=lr, betas=tuple(recipe.betas))
-    warmup = int(round(recipe.warmup_fraction * recipe.steps))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, recipe.steps, warmup))
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if recipe.amp and device.type == "cuda"
                 else contextlib.nullcontext())
-    generator = torch.Generator().manual_seed(int(seed))
     grid = loaded.spec.image_size // recipe.patch_size
-    order: list[int] = []
-    result = MAEResult(recipe=asdict(recipe), n_images=len(images))
     start = time.perf_counter()
     from tqdm.auto import tqdm
 
-    bar = tqdm(range(recipe.steps), desc="MAE pre-training", disable=not (progress and ctx.is_main))
+    bar = tqdm(range(first_step, recipe.steps), desc="MAE pre-training", initial=first_step, total=recipe.steps,
+               disable=not (progress and ctx.is_main))
     for step in bar:
         total = 0.0
         for micro in range(recipe.accumulate):
@@ -314,10 +369,17 @@ def pretrain_mae(loaded: LoadedModel, images: Sequence[np.ndarray], recipe: MAER
         scheduler.step()
         result.history.append(row)
         bar.set_postfix(loss=f"{row['loss']:.4f}")
+        done = step + 1
+        if path is not None and ctx.is_main and (done % checkpoint_every == 0 or done == recipe.steps):
+            save_checkpoint({"format": CHECKPOINT_FORMAT, "meta": meta, "step": done, "model": model.state_dict(),
+                             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                             "rng": {"mae": generator.get_state(), "torch": torch.get_rng_state()},
+                             "order": list(order), "history": result.history,
+                             "seconds": earlier_seconds + time.perf_counter() - start}, path)
         if on_step is not None and ctx.is_main:
             on_step(row)
     model.eval()
-    result.seconds = time.perf_counter() - start
+    result.seconds = earlier_seconds + time.perf_counter() - start
     result.model = model
     return result
 
