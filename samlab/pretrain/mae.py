@@ -56,7 +56,7 @@ from torch import nn
 from ..models import LoadedModel, prepare_image
 from ..models.inits import default_init, save_init_checkpoint
 from ..train import distributed as D
-from ..train.checkpoint import CHECKPOINT_FORMAT, TrainCheckpointError, load_checkpoint, save_checkpoint
+from ..train.checkpoint import CHECKPOINT_FORMAT, check_same_run, load_checkpoint, save_checkpoint
 
 #: The MAE paper's pre-training settings (He et al., 2022, Table 8 / Appendix A.1), as the 18-config study uses.
 MAE_PAPER = {"mask_ratio": 0.75, "patch_size": 16, "blr": 1.5e-4, "weight_decay": 0.05, "betas": (0.9, 0.95),
@@ -314,11 +314,7 @@ def pretrain_mae(loaded: LoadedModel, images: Sequence[np.ndarray], recipe: MAER
         path.parent.mkdir(parents=True, exist_ok=True)
     if path is not None and resume and path.is_file():
         ck = load_checkpoint(path)
-        if ck.get("meta") != meta:
-            theirs = ck.get("meta") or {}
-            diff = sorted(k for k in set(theirs) | set(meta) if theirs.get(k) != meta.get(k))
-            raise TrainCheckpointError(f"{path} belongs to a different MAE run (differs in: {', '.join(diff)}); "
-                                       "use another out_dir, delete it, or pass resume=False to start over")
+        check_same_run(ck.get("meta"), meta, path, run="MAE run")
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])

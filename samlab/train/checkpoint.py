@@ -65,6 +65,17 @@ def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor], sourc
     model.load_state_dict(state, strict=False)
 
 
+def check_same_run(saved_meta: dict[str, Any] | None, meta: dict[str, Any], path: str | os.PathLike,
+                   run: str = "run") -> None:
+    """Refuse to resume from ``path`` unless its meta equals this run's; the error names every differing field."""
+    saved = saved_meta or {}
+    if saved == meta:
+        return
+    diff = sorted(k for k in set(saved) | set(meta) if saved.get(k) != meta.get(k))
+    raise TrainCheckpointError(f"{path} belongs to a different {run} (differs in: {', '.join(diff)}); use another "
+                               "out_dir, delete it, or pass resume=False to start over")
+
+
 def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike) -> Path:
     """``torch.save`` through :func:`samlab.io.atomic_path`: a kill mid-write leaves the previous checkpoint."""
     with atomic_path(path) as tmp:

@@ -69,7 +69,7 @@ from . import distributed as D
 from .forward import _autocast, _TrainStep, encoder_is_trainable, set_train_mode, to_original
 from .checkpoint import (
     CHECKPOINT_FORMAT,
-    TrainCheckpointError,
+    check_same_run,
     load_checkpoint,
     load_trainable_state,
     save_checkpoint,
@@ -482,12 +482,7 @@ class _Run:
         }
 
     def restore(self, ck: dict, path: Path) -> None:
-        if ck["meta"] != self.meta:
-            diff = sorted(k for k in set(ck["meta"]) | set(self.meta) if ck["meta"].get(k) != self.meta.get(k))
-            raise TrainCheckpointError(
-                f"{path} belongs to a different run (differs in: {', '.join(diff)}); use another out_dir, "
-                "delete it, or pass resume=False to start over"
-            )
+        check_same_run(ck["meta"], self.meta, path)
         load_trainable_state(self.model, ck["model"], path)
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scheduler.load_state_dict(ck["scheduler"])
