@@ -508,11 +508,10 @@ def plot_init_comparison(results: pd.DataFrame, metric: str = "dice", level: str
                 palette="colorblind", ax=ax)
     sns.stripplot(data=per_subject, x="configuration", y="value", hue="init", hue_order=inits, dodge=True,
                   palette="colorblind", edgecolor="black", linewidth=0.5, legend=False, ax=ax)
-    datasets = ", ".join(str(d) for d in pd.unique(frame["dataset"]))
-    modes = ", ".join(str(m) for m in pd.unique(frame["mode"]))
-    n = per_subject["subject"].nunique()
-    ax.set_title(f"{datasets}: test {metric} ({level}) by starting weights\nmode {modes}, n = {n} volumes, "
-                 f"points = subjects, bars = mean")
+    from .report.conditions import data_description, modes_text
+
+    ax.set_title(f"test {metric} ({level}) by starting weights: {data_description(frame, 'test volumes')}\n"
+                 f"{modes_text(frame)}; points = subjects, bars = mean")
     ax.set_xlabel("")
     ax.set_ylabel(f"{metric} ({level}, mean over subjects)")
     if metric in ("dice", "nsd"):

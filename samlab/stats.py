@@ -170,6 +170,7 @@ def paired_test(
     test: Literal["ttest", "wilcoxon"] = "ttest",
     nan_policy: Literal["raise", "omit"] = "raise",
     min_n: int = DEFAULT_MIN_N,
+    subjects: int | None = None,
 ) -> dict[str, Any]:
     """Two-sided paired test of ``a`` against ``b`` (element i of each is one pair).
 
@@ -181,6 +182,11 @@ def paired_test(
 
     * fewer than ``min_n`` pairs: ``"not tested (n < min_n)"``, statistic and p NaN (the
       effect is still reported) -- two or three pairs cannot support a claim either way;
+    * pairs that are slices of fewer than ``min_n`` subjects (``subjects``, the number of
+      volumes the pairs come from; None when each pair is its own subject): not tested either,
+      ``"not tested (slices of k subjects < min_n)"``. Slices of one volume are not independent
+      samples: 24 slices of 2 volumes would give a t-test with 23 degrees of freedom and stars
+      that only say those two volumes differ;
     * all differences equal (zero variance: t would be ±inf and p 0): the exact two-sided
       **sign test** (``"sign test (exact)"``, statistic = number of positive differences,
       p = 2 · 0.5^n when all n agree; all differences 0 gives p = 1);
@@ -214,6 +220,9 @@ def paired_test(
     if n < min_n:
         out.update(test_used=not_tested_label(min_n), tested=False, df=math.nan)
         return out
+    if subjects is not None and subjects < min_n:
+        out.update(test_used=not_tested_label(min_n, subjects), tested=False, df=math.nan)
+        return out
     tolerance = 1e-9 * max(1.0, float(np.abs(d).max()))  # float noise: 0.35 - 0.1 - 0.25 is not 0
     if np.ptp(d) <= tolerance:  # every difference equal (or all zero): exact sign test, never t = ±inf, p = 0
         d = np.where(np.abs(d) <= tolerance, 0.0, d)
@@ -233,8 +242,10 @@ def paired_test(
     return out
 
 
-def not_tested_label(min_n: int) -> str:
-    """The ``test`` entry of a row with too few pairs to test."""
+def not_tested_label(min_n: int, subjects: int | None = None) -> str:
+    """The ``test`` entry of a row with too few pairs (or, for slices, too few subjects) to test."""
+    if subjects is not None:
+        return f"not tested (slices of {int(subjects)} subject{'s' if subjects != 1 else ''} < {int(min_n)})"
     return f"not tested (n < {int(min_n)})"
 
 
@@ -397,6 +408,7 @@ def compare(
     seed: int = 0,
     nan_policy: Literal["raise", "omit"] = "raise",
     min_n: int = DEFAULT_MIN_N,
+    subject_on: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Compare condition ``a`` with ``b`` (values of column ``by``) on one metric, per ``group``.
 
@@ -407,7 +419,9 @@ def compare(
     or comparisons), concatenate the tables and apply :func:`correct_pvalues` to
     their ``p`` column. ``group=None`` gives a single row over all pairs. ``test`` names the
     test behind each row's p (see :func:`paired_test`); groups with fewer than ``min_n`` pairs
-    are reported untested (p NaN, no star, not significant).
+    are reported untested (p NaN, no star, not significant). ``subject_on`` (e.g. ``["dataset",
+    "subject"]``) names the columns of one subject when the pairs are slices: a group whose pairs
+    come from fewer than ``min_n`` subjects is not tested either (:func:`paired_test`).
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
@@ -432,7 +446,9 @@ def compare(
     rows = []
     for name, part in groups:
         try:
-            res = paired_test(part["value_a"], part["value_b"], test=test, nan_policy=nan_policy, min_n=min_n)
+            subjects = part.groupby(list(subject_on)).ngroups if subject_on else None
+            res = paired_test(part["value_a"], part["value_b"], test=test, nan_policy=nan_policy, min_n=min_n,
+                              subjects=subjects)
             used = part.dropna(subset=["value_a", "value_b"])
             ci = bootstrap_ci(used["diff"], n_resamples=n_resamples, confidence=confidence, seed=seed)
         except ValueError as exc:
@@ -479,19 +495,23 @@ def quiet() -> Iterator[None]:
 
 
 def test_row(a: np.ndarray, b: np.ndarray, n_resamples: int, confidence: float, seed: int,
-             test: str = "ttest", min_n: int = DEFAULT_MIN_N) -> dict[str, Any]:
+             test: str = "ttest", min_n: int = DEFAULT_MIN_N, subjects: int | None = None) -> dict[str, Any]:
     """One row of a comparisons table: means, difference, bootstrap CI, t-test and Wilcoxon (the report's engine).
 
     ``test`` (the test behind the row's stars) only chooses what the ``test`` column names;
     both tests are always in the row. Below ``min_n`` pairs both p-values are NaN.
+
+    ``subjects``: for pairs that are slices, how many subjects they come from (see
+    :func:`paired_test`); the row's ``subjects`` column records it (= n when not given).
     """
     with quiet():
-        t = paired_test(a, b, "ttest", min_n=min_n)
-        w = paired_test(a, b, "wilcoxon", min_n=min_n)
+        t = paired_test(a, b, "ttest", min_n=min_n, subjects=subjects)
+        w = paired_test(a, b, "wilcoxon", min_n=min_n, subjects=subjects)
         low, high = bootstrap_ci(a - b, n_resamples=n_resamples, confidence=confidence, seed=seed)
     chosen = t if test == "ttest" else w
     return {
-        "n": t["n"], "test": chosen["test_used"], "tested": chosen["tested"], "mean_a": float(np.mean(a)),
+        "n": t["n"], "subjects": t["n"] if subjects is None else int(subjects),
+        "test": chosen["test_used"], "tested": chosen["tested"], "mean_a": float(np.mean(a)),
         "mean_b": float(np.mean(b)), "mean_diff": t["mean_diff"], "ci_low": low, "ci_high": high,
         "t": t["statistic"], "df": t["df"], "p_t": t["p"], "cohen_dz": t["effect"],
         "W": w["statistic"], "p_w": w["p"], "rank_biserial": w["effect"],

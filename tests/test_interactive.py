@@ -432,6 +432,13 @@ def test_box_vs_point_tests_one_row_per_model_and_rule(capsys):
         assert row.mean_diff == pytest.approx(expected.mean())
         assert row.ci_low <= row.mean_diff <= row.ci_high
     assert table.set_index(["model", "selection"]).loc[("litemedsam", "single"), "p"] < 0.01
+    # 8 slices of 2 subjects are not 8 independent pairs: reported with their difference, not tested
+    clustered = results.assign(subject=results["subject"].map(lambda s: "a" if s < "case4" else "b"),
+                               slice=results["subject"].str[-1].astype(int))
+    few = box_vs_point_tests(clustered, entries[:1], selections=("single",), seed=0)
+    assert few["n"].tolist() == [8] and few["test"].tolist() == ["not tested (slices of 2 subjects < 5)"]
+    assert few["p"].isna().all() and (few["stars"] == "").all()
+    assert few["mean_diff"].iloc[0] == pytest.approx(gaps[("litemedsam", "single")].mean())
     # without point prompts there is nothing to test
     boxes_only = results[results["prompt"].str.startswith("box_noisy")]
     assert box_vs_point_tests(boxes_only, entries, verbose=False).empty

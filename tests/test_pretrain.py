@@ -285,6 +285,25 @@ def test_grid_names_and_init_comparison_read_the_init_column():
     assert set(config_label(legacy)) == {"litemedsam-decoder-lora"}
 
 
+def test_init_comparison_title_reads_data_mode_and_n_from_the_rows():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from samlab.finetune import plot_init_comparison
+
+    rows = [{"dataset": "PelvisPhantom", "subject": "a", "slice": -1, "structure": "s", "backbone": "litemedsam",
+             "scope": "decoder", "peft": "vanilla", "init": init, "mode": "box", "metric": "dice", "value": v}
+            for init, v in (("litemedsam", 0.5), ("sslsam:enc", 0.6))]
+    fig = plot_init_comparison(pd.DataFrame(rows))
+    title = fig.axes[0].get_title()
+    plt.close(fig)
+    assert "n = 1 test volume" in title and "volumes" not in title
+    assert "PelvisPhantom" in title and "box prompts" in title
+
+
 def test_init_comparison_keeps_training_modes_apart():
     """A box-prompted and a prompt-free model of one configuration are two rows, never averaged together."""
     import pandas as pd

@@ -138,6 +138,32 @@ def test_stars_come_back_with_enough_pairs_and_the_test_is_named(tmp_path):
         plt.close("all")
 
 
+def test_slices_of_fewer_than_min_n_volumes_get_no_star(tmp_path):
+    """2 volumes x 8 slices are 16 pairs but 2 subjects: the 2D rows are reported, never tested."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(2):
+        for z in range(8):
+            for peft, base in (("vanilla", 0.80), ("lora", 0.90)):
+                ctx = {"dataset": "PelvisPhantom", "subject": f"case_{i:02d}", "structure": "bladder", "slice": z,
+                       "method": "finetune", "backbone": "vit_b", "scope": "decoder", "peft": peft,
+                       "init": "pretrained", "prompt": "oracle_box", "recipe": "paper_adam"}
+                rows += make_rows(ctx, {"dice": float(base + rng.normal(0, 0.01))})
+    report = _report(tmp_path, rows, metrics=["dice"])
+    try:
+        comparisons = report.tables["comparisons"]
+        per_structure = comparisons[comparisons["structure"] == "bladder"]
+        assert len(per_structure) and (per_structure["n"] == 16).all() and (per_structure["subjects"] == 2).all()
+        assert (per_structure["test"] == "not tested (slices of 2 subjects < 5)").all()
+        assert (comparisons["stars"] == "").all() and not comparisons["significant"].any()
+        for name, fig in report.figures.items():
+            assert not any("*" in text for text in _texts(fig)), name
+        forest = " ".join(_texts(report.figures["effects_fine_tuning_peft_method"]))
+        assert "slices of < 5 subjects" in forest
+    finally:
+        plt.close("all")
+
+
 def test_summary_counts_empty_predictions_and_skips_their_nan_distances():
     frame = to_frame(_grid_rows(5, "oracle_box")).assign(source="finetune")
     frame["empty_prediction"] = False

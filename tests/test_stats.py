@@ -114,6 +114,37 @@ def test_fewer_than_min_n_pairs_are_not_tested(test):
         paired_test([1, 2], [2, 3], min_n=1)
 
 
+@pytest.mark.parametrize("test", ["ttest", "wilcoxon"])
+def test_slices_of_fewer_than_min_n_subjects_are_not_tested(test):
+    # 12 pairs with a clear effect, but slices of 2 volumes: reported, not tested
+    rng = np.random.default_rng(5)
+    a = rng.normal(0.8, 0.05, 12)
+    b = a - rng.normal(0.1, 0.02, 12)
+    res = paired_test(a, b, test=test, subjects=2)
+    assert res["n"] == 12 and not res["tested"] and math.isnan(res["p"]) and math.isnan(res["statistic"])
+    assert res["test_used"] == "not tested (slices of 2 subjects < 5)"
+    assert res["mean_diff"] == pytest.approx(float(np.mean(a - b)))
+    assert paired_test(a, b, test=test, subjects=1)["test_used"] == "not tested (slices of 1 subject < 5)"
+    # from 5 subjects on (or one subject per pair: subjects=None) the same pairs are tested
+    assert paired_test(a, b, test=test, subjects=5)["p"] < 0.001
+    assert paired_test(a, b, test=test)["p"] == paired_test(a, b, test=test, subjects=12)["p"]
+
+
+def test_compare_counts_subjects_of_slice_pairs():
+    rows = []
+    for subject, slices in (("v1", 6), ("v2", 6)):
+        for z in range(slices):
+            for cond, shift in (("x", 0.1 + 0.01 * z), ("y", 0.0)):
+                rows.append({"dataset": "d", "subject": subject, "slice": z, "structure": "s", "metric": "dice",
+                             "cond": cond, "value": 0.5 + shift})
+    frame = pd.DataFrame(rows)
+    per_slice = compare(frame, "cond", "x", "y", "dice")
+    assert per_slice["tested"].all() and per_slice["n"].tolist() == [12]  # the pairs alone: 12 "independent" slices
+    by_subject = compare(frame, "cond", "x", "y", "dice", subject_on=["dataset", "subject"])
+    assert not by_subject["tested"].any() and by_subject["stars"].tolist() == [""]
+    assert by_subject["test"].tolist() == ["not tested (slices of 2 subjects < 5)"]
+
+
 def test_normal_case_matches_scipy_ttest_rel():
     rng = np.random.default_rng(3)
     a = rng.normal(0.8, 0.05, 12)

@@ -20,7 +20,7 @@ __all__ = ["PAIR_ON", "TEST_COLUMNS", "model_labels", "with_prompt_parts", "sele
 #: One measurement of the interactive evaluation: a paired test matches box and point on these.
 PAIR_ON: tuple[str, ...] = ("dataset", "subject", "slice", "structure", "metric", "seed")
 #: The columns :func:`box_vs_point_tests` returns, in order.
-TEST_COLUMNS: list[str] = ["model", "selection", "n", "mean_a", "mean_b", "mean_diff", "ci_low", "ci_high", "p",
+TEST_COLUMNS: list[str] = ["model", "selection", "n", "mean_a", "mean_b", "mean_diff", "ci_low", "ci_high", "test", "p",
                            "stars"]
 
 
@@ -121,7 +121,8 @@ def box_vs_point_tests(
     masks one way; pooling models or rules would mix unlike measurements. Box and point are paired
     on :data:`PAIR_ON` (the same subject, slice, structure and draw seed) and tested over all pairs
     with :func:`samlab.stats.compare` (``group=None``; BCa bootstrap CI of the mean difference
-    box - point with ``n_resamples`` and ``seed``). A model or rule the test cannot be run for
+    box - point with ``n_resamples`` and ``seed``). The pairs are slices, so the test runs only when
+    they come from at least 5 subjects (:func:`samlab.stats.paired_test`). A model or rule the test cannot be run for
     (e.g. every pair identical) is left out, with the reason printed when ``verbose``. Returns
     :data:`TEST_COLUMNS`, one row per (model, rule) tested; no rows when the results lack either
     prompt kind.
@@ -136,7 +137,8 @@ def box_vs_point_tests(
             for rule in selections:
                 try:
                     row = compare(mine, "prompt", prompt_label("box_noisy", rule), prompt_label("point_deep", rule),
-                                  metric, test=test, group=None, on=PAIR_ON, n_resamples=n_resamples, seed=seed)
+                                  metric, test=test, group=None, on=PAIR_ON, n_resamples=n_resamples, seed=seed,
+                                  subject_on=["dataset", "subject"])
                 except ValueError as exc:  # e.g. every pair identical
                     if verbose:
                         print(f"{entry.label} {rule}: no test ({exc})")

@@ -238,8 +238,9 @@ def paired_comparison(
     protocol), column ``unit``. Each row carries both tests, their Holm/BH adjustment over the
     structures of that metric and level, and ``p``/``significant``/``stars`` from the chosen
     ``test`` and ``correction``, and ``test`` naming the test behind ``p``. Rows with fewer
-    than ``min_n`` pairs are reported (n, difference, effect sizes, CI) but not tested: p NaN,
-    no star, not significant (:func:`samlab.stats.paired_test`). Structures with fewer than 2
+    than ``min_n`` pairs, and 2D rows whose slices come from fewer than ``min_n`` subjects
+    (column ``subjects``; :func:`samlab.stats.test_row` says why), are reported (n, difference,
+    effect sizes, CI) but not tested: p NaN, no star, not significant. Structures with fewer than 2
     complete pairs (no CI either) are left out (noted). The ``(mean)`` row tests each subject's mean over structures (and slices): one
     hypothesis with the subject as the unit (adjusted = raw).
     """
@@ -295,9 +296,10 @@ def paired_comparison(
                     notes.append(f"{label_a} vs {label_b} ({metric}, {level}, {structure}): {len(sub)} complete "
                                  "pair(s), not tested")
                     continue
+                subjects = sub.groupby(["dataset", "subject"]).ngroups if unit == "slice" else None
                 rows.append({"metric": metric, "level": level, "structure": structure, "unit": unit,
                              **test_row(sub["value_a"].to_numpy(), sub["value_b"].to_numpy(), n_resamples,
-                                         confidence, seed, test, min_n)})
+                                         confidence, seed, test, min_n, subjects)})
             if not rows:
                 continue
             table = pd.DataFrame(rows)

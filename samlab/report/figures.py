@@ -46,12 +46,14 @@ def _n_text(values: pd.Series, unit: str) -> str:
 def tests_text(rows: pd.DataFrame, min_n: int = DEFAULT_MIN_N, marks: str = "stars") -> str:
     """Which tests gave the ``marks`` (stars, filled markers) of ``rows`` (comparison rows), from their ``test`` column."""
     tested = rows[rows["tested"].astype(bool)] if "tested" in rows else rows
+    clustered = "subjects" in rows and bool((rows["subjects"] < min_n).any())
+    why = f"n < {min_n} pairs" + (f" or slices of < {min_n} subjects" if clustered else "")
     if tested.empty:
-        return f"not tested: every comparison has n < {min_n} pairs, so no {marks}"
+        return f"not tested: every comparison has {why}, so no {marks}"
     names = ", ".join(dict.fromkeys(str(t) for t in tested["test"]))
     untested = len(rows) - len(tested)
     text = f"{marks}: {names}, adjusted"
-    return text + (f"; {untested} row(s) with n < {min_n} not tested" if untested else "")
+    return text + (f"; {untested} row(s) with {why} not tested" if untested else "")
 
 
 def _summary_text(rows: pd.DataFrame) -> str:
