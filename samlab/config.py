@@ -1,4 +1,4 @@
-"""Typed, validated parameters for every notebook and every profile.
+"""Typed, validated parameters for every notebook (reading a whole profile: :mod:`samlab.profiles`).
 
 Why: a profile is executed unattended for hours (papermill, a cluster); a typo in
 a key or an impossible value must fail *before* the first notebook starts, with
@@ -9,11 +9,9 @@ sync), so the schema is also the documentation of a notebook's knobs.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any, Literal, get_args
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ModelName = Literal["litemedsam", "medsam_vit_b", "sam_vit_b", "sam_vit_l", "sam_vit_h", "vit_t"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -509,103 +507,3 @@ NOTEBOOK_SCHEMAS: dict[str, type[_Params]] = {
     "07_statistics": StatisticsParams,
     "08_pretraining": PretrainParams,
 }
-
-
-class NotebookStep(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    notebook: str
-    parameters: dict[str, Any] = Field(default_factory=dict)
-
-
-class Profile(BaseModel):
-    """A named, complete study configuration: which notebooks run, with which parameters."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    description: str = ""
-    common: dict[str, Any] = Field(default_factory=dict, description="applied to every notebook that has the key")
-    notebooks: list[NotebookStep] = Field(min_length=1)
-
-    @field_validator("name")
-    @classmethod
-    def _safe_name(cls, value: str) -> str:
-        return check_folder_name(value, "profile name")
-
-
-def _format_validation(error: ValidationError, where: str, schema: type[BaseModel]) -> str:
-    """First line: the file and the first bad key with its problem; then every problem, one per line."""
-    problems = []
-    for item in error.errors():
-        key = ".".join(str(p) for p in item["loc"]) or "(root)"
-        if item["type"] == "extra_forbidden":
-            allowed = ", ".join(sorted(schema.model_fields))
-            problems.append(f"unknown key {key!r}; allowed keys: {allowed}")
-        else:
-            problems.append(f"{key}: {item['msg']} (got {item.get('input')!r})")
-    lines = [f"{where}: invalid parameter {problems[0]}"]
-    if len(problems) > 1:
-        lines.append(f"  all {len(problems)} invalid parameters in {where}:")
-        lines += [f"  - {p}" for p in problems]
-    return "\n".join(lines)
-
-
-def validate_notebook_parameters(notebook: str, parameters: dict[str, Any], where: str = "") -> _Params:
-    """Validate one notebook's parameters against its schema; raise :class:`ProfileError` naming the key."""
-    if notebook not in NOTEBOOK_SCHEMAS:
-        raise ProfileError(
-            f"unknown notebook {notebook!r} in {where or 'profile'}; available: {', '.join(NOTEBOOK_SCHEMAS)}"
-        )
-    schema = NOTEBOOK_SCHEMAS[notebook]
-    try:
-        return schema(**parameters)
-    except ValidationError as exc:
-        raise ProfileError(_format_validation(exc, where or notebook, schema)) from None
-
-
-def check_folder_name(value: str, what: str) -> str:
-    """``value`` if it is safe as a folder name (profiles and sweeps name their run folders), else ValueError."""
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value):
-        raise ValueError(f"{what} {value!r} must be letters, digits, '_', '.', '-' (it names a folder)")
-    return value
-
-
-def read_yaml_mapping(path: str | Path, what: str, keys: str) -> dict[str, Any]:
-    """Read a YAML file that must hold a mapping; errors name the file and what it should be."""
-    path = Path(path)
-    if not path.is_file():
-        raise ProfileError(f"{path}: {what} not found -- check the path")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ProfileError(f"{path}: {what} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ProfileError(f"{path}: {what} must be a mapping with keys {keys}")
-    return raw
-
-
-def load_profile(path: str | Path) -> tuple[Profile, list[tuple[str, _Params]]]:
-    """Read and fully validate a profile YAML; return it with each notebook's resolved parameters."""
-    path = Path(path)
-    raw = read_yaml_mapping(path, "profile", "name, notebooks, ...")
-    try:
-        profile = Profile(**raw)
-    except ValidationError as exc:
-        raise ProfileError(_format_validation(exc, str(path), Profile)) from None
-    resolved = []
-    for index, step in enumerate(profile.notebooks):
-        if step.notebook not in NOTEBOOK_SCHEMAS:
-            raise ProfileError(
-                f"unknown notebook {step.notebook!r} in {path} (notebooks[{index}]); "
-                f"available: {', '.join(NOTEBOOK_SCHEMAS)}"
-            )
-        fields = NOTEBOOK_SCHEMAS[step.notebook].model_fields
-        merged = {k: v for k, v in profile.common.items() if k in fields}
-        merged.update(step.parameters)
-        where = f"{path} (notebook {step.notebook})"
-        resolved.append((step.notebook, validate_notebook_parameters(step.notebook, merged, where)))
-    unused = [k for k in profile.common if not any(k in NOTEBOOK_SCHEMAS[s.notebook].model_fields for s in profile.notebooks)]
-    if unused:
-        raise ProfileError(f"unknown key(s) {unused} in 'common' of {path}: no notebook of this profile takes them")
-    return profile, resolved

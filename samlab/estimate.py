@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import load_profile
+from .profiles import load_profile
 from .io import read_json
 from .models.accelerate import free_host_memory
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import ProfileError, load_profile
+from .config import ProfileError
+from .profiles import load_profile
 
 __all__ = ["InputProblem", "ProfileCheckError", "ProfileCheck", "check_profile", "profile_run_dir", "writable_dir_problem"]
 
@@ -176,7 +177,7 @@ def check_profile(profile_path: str | os.PathLike, runs_root: str | os.PathLike 
                   only: list[str] | None = None) -> ProfileCheck:
     """Validate a profile and every input it names, without loading data or running a model.
 
-    Checks: the schema (:func:`samlab.config.load_profile`); ``--only`` names; the run
+    Checks: the schema (:func:`samlab.profiles.load_profile`); ``--only`` names; the run
     directory is writable; ``raw_dir`` exists, is readable, its ``dataset.json`` parses
     and every case's image and label headers agree (channels, size, spacing, origin,
     direction); checkpoint files exist, load under ``weights_only`` and fit the named

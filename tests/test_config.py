@@ -3,7 +3,8 @@ import papermill as pm
 import pytest
 
 from conftest import REPO_ROOT
-from samlab.config import NOTEBOOK_SCHEMAS, ProfileError, load_profile, validate_notebook_parameters
+from samlab.config import NOTEBOOK_SCHEMAS, ProfileError
+from samlab.profiles import load_profile, validate_notebook_parameters
 
 
 def _write(tmp_path, text):

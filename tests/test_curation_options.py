@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from samlab.config import CurationParams, ProfileError, ZeroShotParams, validate_notebook_parameters
+from samlab.config import CurationParams, ProfileError, ZeroShotParams
+from samlab.profiles import validate_notebook_parameters
 from samlab.data.curate import curate_nnunet_raw
 from samlab.data.manifest import INTENSITY_COLUMN, ORIENTATION_COLUMN, read_manifest
 from samlab.data.preprocess import (

@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from conftest import REPO_ROOT
-from samlab.config import ProfileError, load_profile
+from samlab.config import ProfileError
+from samlab.profiles import load_profile
 from samlab.results import COLUMNS, make_rows, read_results, write_results
 from samlab.runner import run_profile
 from samlab.sweep import (

@@ -436,7 +436,8 @@ def test_compare_structures_pairs_subjects():
 
 
 def test_notebook_parameters_build_the_recipe():
-    from samlab.config import FinetuneParams, ProfileError, validate_notebook_parameters
+    from samlab.config import FinetuneParams, ProfileError
+    from samlab.profiles import validate_notebook_parameters
 
     params = FinetuneParams(max_epochs=2, recipe_overrides={"lr": 1e-4})
     recipe = params.training_recipe()
@@ -448,7 +449,8 @@ def test_notebook_parameters_build_the_recipe():
 def test_automatic_mode_gets_its_own_recipe_fields_and_says_so():
     """Automatic mode's fresh class tokens need a higher learning rate than box refinement: its overrides apply
     to automatic configurations only, and the results' recipe label names what differs from the named recipe."""
-    from samlab.config import FewShotParams, FinetuneParams, ProfileError, validate_notebook_parameters
+    from samlab.config import FewShotParams, FinetuneParams, ProfileError
+    from samlab.profiles import validate_notebook_parameters
 
     params = FinetuneParams(max_epochs=3)
     box, auto = params.training_recipe("box"), params.training_recipe("automatic")
