@@ -21,6 +21,13 @@ class ProfileError(ValueError):
     """A profile or a notebook parameter set is invalid; the message says where and why."""
 
 
+def check_folder_name(value: str, what: str) -> str:
+    """``value`` if it is safe as a folder name (profiles and sweeps name their run folders), else ValueError."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value):
+        raise ValueError(f"{what} {value!r} must be letters, digits, '_', '.', '-' (it names a folder)")
+    return value
+
+
 def _registered_checkpoint_keys(value: dict[str, str]) -> dict[str, str]:
     """``checkpoints`` keys must name registered models: a typo (``sam_vit_typo``) would otherwise be ignored
     and the model run with other weights, or none."""
@@ -489,9 +496,7 @@ class StatisticsParams(_Params):
     @field_validator("profile_name")
     @classmethod
     def _safe_profile_name(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value):
-            raise ValueError(f"profile_name {value!r} must be letters, digits, '_', '.', '-' (it names a folder)")
-        return value
+        return value if value is None else check_folder_name(value, "profile_name")
 
 
 #: Notebook file stem -> its parameter schema (a notebook is registered once it exists;

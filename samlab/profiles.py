@@ -7,17 +7,15 @@ message that names the file, the notebook and the key. ``samlab run``, ``samlab 
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .config import NOTEBOOK_SCHEMAS, ProfileError, _Params
+from .config import NOTEBOOK_SCHEMAS, ProfileError, _Params, check_folder_name
 
-__all__ = ["NotebookStep", "Profile", "check_folder_name", "load_profile", "read_yaml_mapping",
-           "validate_notebook_parameters"]
+__all__ = ["NotebookStep", "Profile", "load_profile", "read_yaml_mapping", "validate_notebook_parameters"]
 
 
 class NotebookStep(BaseModel):
@@ -71,13 +69,6 @@ def validate_notebook_parameters(notebook: str, parameters: dict[str, Any], wher
         return schema(**parameters)
     except ValidationError as exc:
         raise ProfileError(_format_validation(exc, where or notebook, schema)) from None
-
-
-def check_folder_name(value: str, what: str) -> str:
-    """``value`` if it is safe as a folder name (profiles and sweeps name their run folders), else ValueError."""
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value):
-        raise ValueError(f"{what} {value!r} must be letters, digits, '_', '.', '-' (it names a folder)")
-    return value
 
 
 def read_yaml_mapping(path: str | Path, what: str, keys: str) -> dict[str, Any]:

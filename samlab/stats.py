@@ -446,10 +446,10 @@ def compare(
     rows = []
     for name, part in groups:
         try:
-            subjects = part.groupby(list(subject_on)).ngroups if subject_on else None
+            used = part.dropna(subset=["value_a", "value_b"])
+            subjects = used.groupby(list(subject_on)).ngroups if subject_on else None
             res = paired_test(part["value_a"], part["value_b"], test=test, nan_policy=nan_policy, min_n=min_n,
                               subjects=subjects)
-            used = part.dropna(subset=["value_a", "value_b"])
             ci = bootstrap_ci(used["diff"], n_resamples=n_resamples, confidence=confidence, seed=seed)
         except ValueError as exc:
             raise ValueError(f"{group or 'all'}={name!r}: {exc}") from None

@@ -46,7 +46,8 @@ def _n_text(values: pd.Series, unit: str) -> str:
 def tests_text(rows: pd.DataFrame, min_n: int = DEFAULT_MIN_N, marks: str = "stars") -> str:
     """Which tests gave the ``marks`` (stars, filled markers) of ``rows`` (comparison rows), from their ``test`` column."""
     tested = rows[rows["tested"].astype(bool)] if "tested" in rows else rows
-    clustered = "subjects" in rows and bool((rows["subjects"] < min_n).any())
+    # untested for its subjects alone: enough pairs, but slices of too few volumes
+    clustered = "subjects" in rows and bool(((rows["subjects"] < min_n) & (rows["n"] >= min_n)).any())
     why = f"n < {min_n} pairs" + (f" or slices of < {min_n} subjects" if clustered else "")
     if tested.empty:
         return f"not tested: every comparison has {why}, so no {marks}"

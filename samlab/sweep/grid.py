@@ -19,8 +19,8 @@ from typing import Any, Literal, Mapping, Sequence
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..config import NOTEBOOK_SCHEMAS, ProfileError
-from ..profiles import check_folder_name, load_profile, read_yaml_mapping
+from ..config import NOTEBOOK_SCHEMAS, ProfileError, check_folder_name
+from ..profiles import load_profile, read_yaml_mapping
 from ..io import InputFileError, read_json, write_json_atomic, write_text_atomic
 from ..paths import project_root, resolve_run_dir
 
